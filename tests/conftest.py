@@ -1,0 +1,30 @@
+"""Shared fixtures: real data by path (skipped with a reason when absent)."""
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+
+def shared_path(*parts) -> Path:
+    """Path under ../shared/data, or skip the test naming what is missing."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real data not available: {p} is missing")
+    return p
+
+
+@pytest.fixture
+def metal_plate() -> Path:
+    return shared_path("mpdd", "metal_plate")
+
+
+@pytest.fixture
+def magnetic_tile() -> Path:
+    return shared_path("magnetic_tile_defects", "magnetic_tile")
+
+
+@pytest.fixture
+def resnet50v2_weights() -> Path:
+    return shared_path("weights", "resnet50v2_imagenet_stem_layer1-3.safetensors")
