@@ -1,0 +1,153 @@
+"""The enrolled-product profile (`.careg`): estimator state + everything needed to
+trust it (encoder identity, feature layout, augmentations, threshold, calibration).
+
+Stored as a `careg_edge.container` of kind `careg-profile` version 1 (spec:
+docs/profile-format.md). Flat string metadata keys are what the C++ reader needs;
+`profile` (JSON) holds the rest. Every file is untrusted on read: shapes and
+dtypes of the estimator's tensors are checked against the metadata before use.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from .container import metadata_json, parse_container, read_container, write_container
+from .errors import BadHeader, EncoderMismatch
+
+KIND = "careg-profile"
+VERSION = 1
+ESTIMATORS = ("padim", "orthoad", "patchcore")
+FLAT_KEYS = ("estimator", "threshold", "grid_h", "grid_w", "image_h", "image_w", "sigma",
+             "encoder_hash")
+# tensor name -> allowed dtypes, per estimator (channel_index is optional for all)
+_TENSORS = {
+    "padim": {"mean": ("<f4",), "precision_factor": ("<f4", "<f2")},
+    "orthoad": {"mean": ("<f4",), "precision_factor": ("<f4", "<f2"), "projection": ("<f4",)},
+    "patchcore": {"bank": ("<f4", "<f2"), "bank_pos": ("<i4",)},
+}
+
+
+@dataclass
+class Profile:
+    estimator: str
+    tensors: Dict[str, np.ndarray]
+    threshold: float
+    grid: Tuple[int, int]           # (grid_h, grid_w) of the scored feature grid
+    image_size: Tuple[int, int]     # encoder input (H, W): the frame the map is blurred in
+    sigma: float
+    encoder_hash: str
+    info: dict = field(default_factory=dict)   # the `profile` JSON (spec, augment, calib...)
+    path: Optional[str] = None
+
+    # ---- writing -------------------------------------------------------------------
+    def metadata(self) -> Dict[str, str]:
+        return {"estimator": self.estimator, "threshold": repr(float(self.threshold)),
+                "grid_h": str(int(self.grid[0])), "grid_w": str(int(self.grid[1])),
+                "image_h": str(int(self.image_size[0])), "image_w": str(int(self.image_size[1])),
+                "sigma": repr(float(self.sigma)), "encoder_hash": self.encoder_hash,
+                "profile": json.dumps(self.info, sort_keys=True, default=_jsonable)}
+
+    def save(self, path) -> Path:
+        """Atomic, checksummed write; returns the path."""
+        path = Path(path)
+        write_container(path, self.tensors, self.metadata(), KIND, VERSION)
+        self.path = str(path)
+        return path
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of estimator state (what the scorer keeps in memory)."""
+        return int(sum(a.nbytes for a in self.tensors.values()))
+
+    # ---- reading -------------------------------------------------------------------
+    @classmethod
+    def load(cls, path) -> "Profile":
+        tensors, meta = read_container(path, KIND, VERSION)
+        return cls._from_parts(tensors, meta, str(path))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, where: str = "<bytes>") -> "Profile":
+        tensors, meta = parse_container(raw, where, KIND, VERSION)
+        return cls._from_parts(tensors, meta, where)
+
+    @classmethod
+    def _from_parts(cls, tensors, meta, where) -> "Profile":
+        missing = [k for k in FLAT_KEYS if k not in meta]
+        if missing:
+            raise BadHeader(f"{where}: profile metadata lacks {', '.join(missing)}; re-enroll")
+        try:
+            grid = (int(meta["grid_h"]), int(meta["grid_w"]))
+            image = (int(meta["image_h"]), int(meta["image_w"]))
+            threshold, sigma = float(meta["threshold"]), float(meta["sigma"])
+        except ValueError:
+            raise BadHeader(f"{where}: profile metadata has a non-numeric size/threshold") from None
+        prof = cls(meta["estimator"], tensors, threshold, grid, image, sigma,
+                   meta["encoder_hash"], metadata_json(meta, "profile", where), where)
+        prof.validate(where)
+        return prof
+
+    def validate(self, where: str) -> None:
+        """Every tensor the scorer will index has the shape the metadata implies."""
+        if self.estimator not in _TENSORS:
+            raise BadHeader(f"{where}: unknown estimator {self.estimator!r} "
+                            f"(this careg-edge knows {', '.join(ESTIMATORS)})")
+        if min(self.grid + self.image_size) <= 0 or not np.isfinite(self.threshold) \
+                or not (self.sigma >= 0):
+            raise BadHeader(f"{where}: profile sizes/threshold/sigma out of range")
+        want = _TENSORS[self.estimator]
+        for name, dtypes in want.items():
+            a = self.tensors.get(name)
+            if a is None:
+                raise BadHeader(f"{where}: {self.estimator} profile lacks tensor {name!r}")
+            if a.dtype.str not in dtypes and np.dtype(a.dtype).newbyteorder("<").str not in dtypes:
+                raise BadHeader(f"{where}: tensor {name!r} has dtype {a.dtype}, "
+                                f"expected {' or '.join(dtypes)}")
+        _check_shapes(self, where)
+
+    def check_encoder(self, encoder_hash: str, backbone: str = "") -> None:
+        """Refuse to score with an encoder other than the one the profile was made with."""
+        if encoder_hash != self.encoder_hash:
+            enrolled = self.info.get("encoder", {}).get("backbone", "?")
+            raise EncoderMismatch(
+                f"{self.path or 'profile'}: enrolled with encoder {self.encoder_hash[:12]} "
+                f"({enrolled}) but the loaded encoder is {encoder_hash[:12]} ({backbone or '?'}); "
+                "load the same model or re-enroll")
+
+
+def _check_shapes(p: Profile, where: str) -> None:
+    t, P = p.tensors, p.grid[0] * p.grid[1]
+    bad = lambda what: BadHeader(f"{where}: inconsistent profile: {what}")  # noqa: E731
+    if p.estimator in ("padim", "orthoad"):
+        mean, fac = t["mean"], t["precision_factor"]
+        if mean.ndim != 2 or mean.shape[0] != P:
+            raise bad(f"mean shape {mean.shape}, grid has {P} positions")
+        D = mean.shape[1]
+        if fac.shape != (P, D * (D + 1) // 2):
+            raise bad(f"precision_factor shape {fac.shape}, expected {(P, D * (D + 1) // 2)}")
+        if p.estimator == "orthoad" and (t["projection"].ndim != 2 or t["projection"].shape[1] != D):
+            raise bad(f"projection shape {t['projection'].shape} does not end in D={D}")
+    else:
+        bank, pos = t["bank"], t["bank_pos"]
+        if bank.ndim != 2 or bank.shape[0] == 0 or pos.shape != (bank.shape[0],):
+            raise bad(f"bank {bank.shape} / bank_pos {pos.shape}")
+        if pos.size and (pos.min() < 0 or pos.max() >= P):
+            raise bad("bank_pos outside the grid")
+    ci = t.get("channel_index")
+    if ci is not None and (ci.ndim != 1 or ci.dtype != np.int64 or (ci.size and ci.min() < 0)):
+        raise bad("channel_index must be a 1-D non-negative int64 tensor")
+
+
+def _jsonable(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
