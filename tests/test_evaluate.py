@@ -1,0 +1,194 @@
+"""The evaluation protocol on a tiny synthetic MVTec-layout dataset with a fake
+Inspector: dataset walking, support sets, fairness, raw scores, resumable cache."""
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from careg_edge import evaluate as ev
+from careg_edge import imageio
+from careg_edge.errors import UserInputError
+
+H, W = 24, 40  # non-square on purpose
+
+
+def _write_dataset(root, n_train=7):
+    rng = np.random.default_rng(0)
+    cat = root / "widget"
+    for i in range(n_train):
+        _save(cat / "train" / "good" / f"{i:03d}.png", rng)
+    for i in range(3):
+        _save(cat / "test" / "good" / f"g{i}.png", rng)
+    for i in range(4):
+        m = np.zeros((H, W), np.uint8)
+        m[5 + i:10 + i, 8:14 + 2 * i] = 255
+        _save(cat / "test" / "scratch" / f"s{i}.jpg", rng, bright=m > 0)
+        (cat / "ground_truth" / "scratch").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(m).save(cat / "ground_truth" / "scratch" / f"s{i}_mask.png")
+    (root / "not_a_category").mkdir()
+    return root
+
+
+def _save(path, rng, bright=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a = (100 + rng.integers(0, 20, (H, W, 3))).astype(np.uint8)
+    if bright is not None:
+        a[bright] = 250
+    Image.fromarray(a).save(path, quality=98)
+
+
+@dataclass
+class FakeResult:
+    score: float
+    anomaly_map: np.ndarray
+    is_defect: bool
+    threshold: float
+
+
+class FakeInspector:
+    """Profile = mean support image; map = |image - mean|; threshold = max support score."""
+
+    def __init__(self, log):
+        self.log = log
+        self.enrolled = []
+
+    def enroll(self, images, estimator, augment, seed):
+        self.log.append(("enroll", len(images)))
+        self.enrolled.append([a.copy() for a in images])
+        mean = np.mean([a.astype(np.float32) for a in images], axis=0)
+        thr = max(self._map(a, mean).max() for a in images) + 1e-3
+        return {"mean": mean, "thr": thr, "estimator": estimator}
+
+    @staticmethod
+    def _map(a, mean):
+        return np.abs(a.astype(np.float32) - mean).mean(axis=2)
+
+    def inspect(self, image, profile):
+        self.log.append(("inspect", None))
+        m = self._map(image, profile["mean"])
+        s = float(m.max())
+        return FakeResult(s, m, s > profile["thr"], profile["thr"])
+
+
+@pytest.fixture
+def data(tmp_path):
+    return _write_dataset(tmp_path / "data")
+
+
+def _run(data, out, log, **kw):
+    insp = FakeInspector(log)
+    doc = ev.evaluate(data, out, [ev.EvalConfig(estimator="fake")], shots=kw.pop("shots", [1, 2]),
+                      rounds=kw.pop("rounds", 2), make_inspector=lambda cfg: insp,
+                      progress=False, **kw)
+    return doc, insp
+
+
+def test_walker_pairs_masks_and_keeps_jpg(data):
+    assert ev.find_categories(data) == ["widget"]
+    cat = ev.load_category(data, "widget")
+    assert len(cat.train) == 7 and len(cat.test) == 7
+    bad = [t for t in cat.test if t.label]
+    assert {t.path.suffix for t in bad} == {".jpg"}
+    assert all(t.mask.name == f"{t.path.stem}_mask.png" for t in bad)
+    assert all(t.mask is None for t in cat.test if not t.label)
+    (bad[0].mask).unlink()
+    with pytest.raises(UserInputError, match="no mask"):
+        ev.load_category(data, "widget")
+    with pytest.raises(UserInputError, match="available: widget"):
+        ev.load_category(data, "nope")
+
+
+def test_support_sets_seeded_saved_and_reused(data, tmp_path):
+    cat = ev.load_category(data, "widget")
+    a = ev.support_sets(cat, [1, 2, 4], 3, 0, tmp_path / "s1")
+    b = ev.support_sets(cat, [1, 2, 4], 3, 0, tmp_path / "s2")
+    assert a == b  # a pure function of (seed, category, K, round)
+    assert all(len(v) == int(k.split("/")[0]) == len(set(v)) for k, v in a.items())
+    assert len({tuple(a[f"4/{r}"]) for r in range(3)}) > 1
+    saved = json.loads((tmp_path / "s1" / "widget.json").read_text())
+    assert saved["sets"] == a
+    saved["sets"]["1/0"] = ["006.png"]  # an edited file is what every later run uses
+    (tmp_path / "s1" / "widget.json").write_text(json.dumps(saved))
+    assert ev.support_sets(cat, [1], 1, 0, tmp_path / "s1")["1/0"] == ["006.png"]
+    with pytest.raises(UserInputError, match="only 7"):
+        ev.support_sets(cat, [8], 1, 0, tmp_path / "s3")
+
+
+def test_fairness_support_disjoint_and_no_test_read_before_scoring(data, tmp_path, monkeypatch):
+    log = []
+    real = imageio.read_image
+
+    def spy(path):
+        log.append(("read", str(path)))
+        return real(path)
+
+    monkeypatch.setattr(imageio, "read_image", spy)
+    doc, insp = _run(data, tmp_path / "out", log)
+    first_test = next(i for i, e in enumerate(log) if e[0] == "read" and "/test/" in e[1])
+    last_enroll = max(i for i, e in enumerate(log) if e[0] == "enroll")
+    first_inspect = next(i for i, e in enumerate(log) if e[0] == "inspect")
+    assert last_enroll < first_test < first_inspect
+    assert all("/train/good/" in e[1] for e in log[:first_test] if e[0] == "read")
+    train = {p.name: real(p) for p in ev.load_category(data, "widget").train}
+    for res, images in zip(doc["results"], insp.enrolled):
+        assert not set(res["support"]) & {f.split("/")[-1] for f in res["test_files"]}
+        # enroll received exactly the support images, nothing else
+        assert [np.array_equal(a, train[n]) for a, n in zip(images, res["support"])] == [True] * len(images)
+    assert not any("ground_truth" in e[1] for e in log[:first_inspect] if e[0] == "read")
+
+
+def test_scores_are_raw_and_metrics_match_sklearn(data, tmp_path):
+    log = []
+    doc, insp = _run(data, tmp_path / "out", log, shots=[2], rounds=1)
+    res = doc["results"][0]
+    arrays = ev.load_round(tmp_path / "out" / res["cache"])[1]
+    cat = ev.load_category(data, "widget")
+    prof = insp.enroll([imageio.read_image(data / "widget/train/good" / n) for n in res["support"]],
+                       "fake", "auto", 0)
+    want = [insp.inspect(imageio.read_image(t.path), prof).score for t in cat.test]
+    np.testing.assert_array_equal(arrays["scores"], want)  # no normalisation across the test set
+    y = [t.label for t in cat.test]
+    assert res["image_auroc"] == pytest.approx(roc_auc_score(y, want), abs=1e-12)
+    flagged = np.array(want) > prof["thr"]
+    assert res["fpr_at_threshold"] == pytest.approx(flagged[np.array(y) == 0].mean())
+    assert res["detection_rate_at_threshold"] == pytest.approx(flagged[np.array(y) == 1].mean())
+    assert 0.0 <= res["aupro"] <= 1.0 and res["pixel_auroc"] > 0.9  # bright squares on the masks
+    assert len(res["worst"]["false_positive"]) == 3 and "false_positive_0" in arrays
+
+
+def test_resume_skips_cached_rounds_and_chunking_changes_nothing(data, tmp_path):
+    log = []
+    doc1, _ = _run(data, tmp_path / "out", log)
+    assert sum(e[0] == "enroll" for e in log) == 4
+    log.clear()
+    doc2, _ = _run(data, tmp_path / "out", log)
+    assert log == []  # everything came from the cache
+    (tmp_path / "out" / doc1["results"][1]["cache"]).unlink()
+    doc3, _ = _run(data, tmp_path / "out", log, max_map_bytes=1)  # one round per pass
+    assert sum(e[0] == "enroll" for e in log) == 1
+    strip = lambda d: [{k: v for k, v in r.items() if k not in ("enroll_s", "infer_ms")} for r in d["results"]]
+    assert strip(doc1) == strip(doc2) == strip(doc3)
+
+
+def test_memo_runtime_encodes_each_image_once():
+    calls = []
+
+    class RT:
+        def infer(self, b):
+            calls.append(1)
+            return {"feat1": b * 2}
+
+    class I:
+        runtime = RT()
+
+    insp = I()
+    memo = ev.memoise_encoder(insp)
+    x = np.ones((1, 3, 4, 4), np.float32)
+    insp.runtime.infer(x)
+    insp.runtime.infer(x.copy())
+    assert len(calls) == 1 and memo.misses == 1
+    insp.runtime.infer(x + 1)
+    assert len(calls) == 2
