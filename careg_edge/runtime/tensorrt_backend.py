@@ -1,0 +1,216 @@
+"""TensorRT backend: a plain `.engine` file plus its `.engine.json` sidecar.
+
+The engine stays plain (trtexec, DeepStream and C++ load it as is); what must
+match at load time lives in the sidecar: TensorRT version, GPU name, compute
+capability, the ONNX hash it was built from, precision, the batch profile and
+the EncoderMeta. A mismatch is refused with one line saying to rebuild.
+
+Device buffers go through cuda-python (NVIDIA's official bindings; wheels for
+x86-64 and aarch64/Jetson, no compiler needed, no context of its own that
+fights TensorRT's); see docs/export.md.
+
+NOT RUN: no machine of this project has TensorRT or a GPU. The code follows the
+TensorRT 10 Python API (named tensors, execute_async_v3); the sidecar logic is
+pure Python and is tested here.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+
+from ..container import atomic_write_bytes
+from ..errors import EncoderMismatch, FormatError, MissingDependency, UserInputError, VersionMismatch
+from .base import OUTPUT_NAMES, EncoderMeta, Runtime
+from .onnxruntime_backend import INPUT_NAME, check_batch
+
+SIDECAR_KIND = "careg-engine-sidecar"
+SIDECAR_VERSION = 1
+INSTALL_HINT = ("TensorRT needs an NVIDIA GPU: pip install 'careg-edge[tensorrt]' "
+                "(tensorrt + cuda-python; JetPack ships them on Jetson); "
+                "the CPU default is ONNX Runtime (use the .onnx)")
+
+
+def import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError:
+        raise MissingDependency(f"tensorrt is not installed. {INSTALL_HINT}") from None
+    return tensorrt
+
+
+def cudart():
+    """cuda-python's runtime API (module path moved in cuda-python 12.8)."""
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        try:
+            from cuda import cudart as runtime
+        except ImportError:
+            raise MissingDependency(f"cuda-python is not installed. {INSTALL_HINT}") from None
+    return runtime
+
+
+def cuda_call(result):
+    """cuda-python returns (err, *values); raise on error, unwrap the values."""
+    err, rest = result[0], result[1:]
+    if int(err) != 0:
+        raise RuntimeError(f"CUDA error {err}")
+    return rest[0] if len(rest) == 1 else (rest or None)
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sidecar_path(engine) -> Path:
+    return Path(str(engine) + ".json")
+
+
+def current_device(trt=None) -> Dict[str, str]:
+    """What this machine would build: TensorRT version, GPU name, compute capability."""
+    trt = trt or import_tensorrt()
+    rt = cudart()
+    try:
+        props = cuda_call(rt.cudaGetDeviceProperties(0))
+    except RuntimeError:
+        raise MissingDependency(f"no CUDA GPU is visible. {INSTALL_HINT}") from None
+    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+    return {"tensorrt_version": trt.__version__, "gpu_name": name.strip("\x00 "),
+            "compute_capability": f"{props.major}.{props.minor}"}
+
+
+# ---- sidecar (pure Python, tested without TensorRT) -----------------------------
+
+def write_sidecar(engine, facts: Dict[str, object]) -> Path:
+    """facts: current_device() + onnx_sha256, onnx_file, precision, profile, encoder_meta."""
+    from .. import __version__
+    doc = dict(facts, format=SIDECAR_KIND, format_version=SIDECAR_VERSION,
+               careg_edge_version=__version__, engine_sha256=sha256_file(engine))
+    path = sidecar_path(engine)
+    atomic_write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def read_sidecar(engine) -> dict:
+    path = sidecar_path(engine)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FormatError(f"{path}: sidecar missing; rebuild with `careg-edge build-engine` "
+                          "(it writes the .engine and its .engine.json together)") from None
+    except (OSError, ValueError):
+        raise FormatError(f"{path}: sidecar is not readable JSON; rebuild the engine") from None
+    if not isinstance(doc, dict) or doc.get("format") != SIDECAR_KIND:
+        raise FormatError(f"{path}: not a careg-edge engine sidecar; rebuild the engine")
+    if doc.get("format_version") != SIDECAR_VERSION:
+        raise VersionMismatch(f"{path}: sidecar version {doc.get('format_version')}, this "
+                              f"careg-edge reads {SIDECAR_VERSION}; rebuild the engine")
+    return doc
+
+
+def check_sidecar(doc: dict, engine, device: Dict[str, str], onnx_hash: Optional[str] = None,
+                  engine_hash: Optional[str] = None) -> None:
+    """Refuse an engine built elsewhere: each mismatch is one line naming the fix."""
+    fix = f"rebuild it on this machine: careg-edge build-engine {doc.get('onnx_file', 'model.onnx')}"
+    for key, what in (("tensorrt_version", "TensorRT"), ("gpu_name", "GPU"),
+                      ("compute_capability", "compute capability")):
+        if str(doc.get(key)) != str(device[key]):
+            raise VersionMismatch(f"{engine}: built for {what} {doc.get(key)}, this machine has "
+                                  f"{device[key]}; engines do not move between them: {fix}")
+    if engine_hash is not None and doc.get("engine_sha256") != engine_hash:
+        raise FormatError(f"{engine}: engine file does not match its sidecar "
+                          f"(replaced or corrupt): {fix}")
+    if onnx_hash is not None and doc.get("onnx_sha256") != onnx_hash:
+        raise EncoderMismatch(f"{engine}: built from another version of "
+                              f"{doc.get('onnx_file')} (ONNX hash differs): {fix}")
+
+
+def onnx_hash_if_present(doc: dict, engine) -> Optional[str]:
+    """Hash of the ONNX the engine came from, when it is still beside the engine."""
+    name = doc.get("onnx_file")
+    if not name:
+        return None
+    p = Path(engine).parent / Path(name).name
+    return sha256_file(p) if p.is_file() else None
+
+
+# ---- runtime ---------------------------------------------------------------------
+
+class TensorRTRuntime(Runtime):
+    name = "tensorrt"
+
+    def __init__(self, engine):
+        self.path = Path(engine)
+        if not self.path.is_file():
+            raise UserInputError(f"{self.path}: engine file not found")
+        trt = import_tensorrt()
+        doc = read_sidecar(self.path)
+        check_sidecar(doc, self.path, current_device(trt), onnx_hash_if_present(doc, self.path),
+                      sha256_file(self.path))
+        self.meta = EncoderMeta.from_dict(doc["encoder_meta"])
+        self.precision, self.max_batch = doc["precision"], int(doc["profile"]["max"])
+        self._trt, self._rt = trt, cudart()
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise FormatError(f"{self.path}: TensorRT could not deserialize the engine; rebuild it")
+        self.context = self.engine.create_execution_context()
+        self.stream = cuda_call(self._rt.cudaStreamCreate())
+        self._buffers: Dict[str, tuple] = {}   # name -> (device ptr, capacity bytes)
+
+    def _device_buffer(self, name: str, nbytes: int) -> int:
+        ptr, cap = self._buffers.get(name, (None, 0))
+        if nbytes > cap:   # grow only: batch sizes vary within the profile
+            if ptr is not None:
+                cuda_call(self._rt.cudaFree(ptr))
+            ptr = cuda_call(self._rt.cudaMalloc(nbytes))
+            self._buffers[name] = (ptr, nbytes)
+        return int(ptr)
+
+    def infer(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        batch = check_batch(batch, self.meta)
+        if batch.shape[0] > self.max_batch:   # the profile caps the batch: split
+            parts = [self.infer(batch[i:i + self.max_batch])
+                     for i in range(0, batch.shape[0], self.max_batch)]
+            return {k: np.concatenate([p[k] for p in parts]) for k in OUTPUT_NAMES}
+        return self._run(batch)
+
+    def _run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        rt, trt, ctx = self._rt, self._trt, self.context
+        h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        ctx.set_input_shape(INPUT_NAME, batch.shape)
+        ptr = self._device_buffer(INPUT_NAME, batch.nbytes)
+        cuda_call(rt.cudaMemcpyAsync(ptr, batch.ctypes.data, batch.nbytes, h2d, self.stream))
+        ctx.set_tensor_address(INPUT_NAME, ptr)
+        hosts = {}
+        for name in OUTPUT_NAMES:
+            shape = tuple(ctx.get_tensor_shape(name))
+            hosts[name] = np.empty(shape, trt.nptype(self.engine.get_tensor_dtype(name)))
+            ctx.set_tensor_address(name, self._device_buffer(name, hosts[name].nbytes))
+        if not ctx.execute_async_v3(int(self.stream)):
+            raise RuntimeError(f"{self.path}: TensorRT execution failed")
+        for name, host in hosts.items():
+            cuda_call(rt.cudaMemcpyAsync(host.ctypes.data, self._buffers[name][0], host.nbytes,
+                                         d2h, self.stream))
+        cuda_call(rt.cudaStreamSynchronize(self.stream))
+        return {k: v.astype(np.float32, copy=False) for k, v in hosts.items()}
+
+    def info(self) -> Dict[str, str]:
+        d = super().info()
+        d.update(file=str(self.path), precision=self.precision, max_batch=str(self.max_batch))
+        return d
+
+    def __del__(self):
+        for ptr, _ in getattr(self, "_buffers", {}).values():
+            try:
+                self._rt.cudaFree(ptr)
+            except Exception:   # interpreter shutdown: the driver frees it anyway
+                pass
