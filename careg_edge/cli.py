@@ -1,19 +1,117 @@
 """The `careg-edge` command line. Each verb lives in careg_edge/commands/<verb>.py
 as a click command named `command`, is short, and calls one library function.
-Command modules must not import torch at import time (help stays fast)."""
+Command modules must not import torch at import time (help stays fast).
+
+Global options (--verbose/--quiet, --device, --backend, --threads, --config) are
+parsed here into a `Settings` object that verbs read with `settings()`; a TOML
+config supplies defaults for any option of any verb (see careg_edge/config.py).
+"""
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import os
 import sys
+from dataclasses import dataclass
+from typing import Optional
 
 import click
 
 from . import __version__
-from .errors import CaregError
+from .errors import CaregError, UserInputError
 
 # verb -> module in careg_edge.commands; a module that does not exist yet is skipped.
 VERBS = ["train", "export", "build-engine", "enroll", "run", "eval", "bench", "info", "demo"]
+DEVICES = ["auto", "cpu", "cuda"]
+BACKENDS = ["auto", "torch", "onnxruntime", "tensorrt"]
+
+
+def did_you_mean(word: str, options) -> str:
+    """' (did you mean 'x'?)' or '' — appended to error messages about names."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class SuggestChoice(click.Choice):
+    """click.Choice whose error names the closest valid choice."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(f"{value!r} is not one of {', '.join(map(repr, self.choices))}"
+                      f"{did_you_mean(value, self.choices)}", param, ctx)
+
+
+def _with_suggestions(cmd: click.Command) -> click.Command:
+    # Applied to every verb (ours and other engineers'), so every Choice suggests.
+    for p in cmd.params:
+        if type(p.type) is click.Choice:
+            p.type = SuggestChoice(p.type.choices, case_sensitive=p.type.case_sensitive)
+    return cmd
+
+
+def _device_type(value: str) -> str:
+    if value in DEVICES or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise click.BadParameter(f"{value!r} is not one of auto, cpu, cuda, cuda:N"
+                             f"{did_you_mean(value, DEVICES)}")
+
+
+@dataclass
+class Settings:
+    """Global options every verb may read."""
+
+    verbose: bool = False
+    quiet: bool = False
+    device: str = "auto"
+    backend: str = "auto"
+    threads: int = 0
+    config: Optional[str] = None
+
+    def info(self, msg: str) -> None:
+        """Human progress/info line on stderr (stdout stays for data); silenced by --quiet."""
+        if not self.quiet:
+            click.echo(msg, err=True)
+
+    def debug(self, msg: str) -> None:
+        if self.verbose:
+            click.echo(f"[debug] {msg}", err=True)
+
+
+def settings() -> Settings:
+    """The global Settings of the running command (defaults outside the CLI)."""
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx else None
+    return obj if isinstance(obj, Settings) else Settings()
+
+
+def make_inspector(model=None):
+    """The one place the CLI builds an Inspector from the global options."""
+    from . import Inspector
+
+    s = settings()
+    kwargs = {"model": model, "backend": s.backend, "threads": s.threads}
+    accepted = inspect.signature(Inspector).parameters
+    if "device" in accepted:
+        kwargs["device"] = s.device
+    elif s.device not in ("auto", "cpu"):
+        raise UserInputError(f"--device {s.device}: this build's Inspector has no device "
+                             f"selection; use --backend tensorrt for the GPU or --device cpu")
+    s.debug(f"Inspector({kwargs})")
+    return Inspector(**kwargs)
+
+
+class UserError(click.ClickException):
+    """A CaregError on its way out: printed as one line, exit code from the error."""
+
+    def __init__(self, err: CaregError):
+        super().__init__(str(err))
+        self.exit_code = getattr(err, "exit_code", 2)
+
+    def show(self, file=None):
+        click.echo(f"careg-edge: error: {self.format_message()}", err=True)
 
 
 class _Group(click.Group):
@@ -24,10 +122,29 @@ class _Group(click.Group):
 
     def get_command(self, ctx, name):
         mod = self._module(name)
-        return getattr(mod, "command", None) if mod else None
+        cmd = getattr(mod, "command", None) if mod else None
+        return _with_suggestions(cmd) if cmd is not None else None
+
+    def invoke(self, ctx):
+        # CaregError -> one-line usage-style error, also under click's test runner.
+        try:
+            return super().invoke(ctx)
+        except CaregError as e:
+            if os.environ.get("CAREG_VERBOSE"):
+                raise
+            raise UserError(e) from None
+
+    def resolve_command(self, ctx, args):
+        name = click.utils.make_str(args[0]) if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            ctx.fail(f"no such command {name!r}{did_you_mean(name, self.list_commands(ctx))}. "
+                     f"Commands: {', '.join(self.list_commands(ctx))}")
+        return super().resolve_command(ctx, args)
 
     @staticmethod
     def _module(verb):
+        if verb not in VERBS:
+            return None
         try:
             return importlib.import_module(f"careg_edge.commands.{verb.replace('-', '_')}")
         except ModuleNotFoundError as e:
@@ -36,21 +153,43 @@ class _Group(click.Group):
             raise
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Example: careg-edge --config line3.toml run --camera 0")
 @click.version_option(__version__, prog_name="careg-edge")
 @click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug output.")
+@click.option("--quiet", "-q", is_flag=True, help="Only errors and data (JSON lines) are printed.")
+@click.option("--device", default="auto", show_default=True, callback=lambda c, p, v: _device_type(v),
+              help="Where the encoder runs: auto, cpu, cuda or cuda:N.")
+@click.option("--backend", type=SuggestChoice(BACKENDS), default="auto", show_default=True,
+              help="Encoder runtime; auto picks TensorRT for .engine, ONNX Runtime for .onnx, "
+                   "torch for checkpoints.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="CPU threads for the encoder and the scoring core (0 = all cores).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML file whose keys mirror the options: top-level keys are global "
+                   "options, a [run] / [enroll] / ... table holds that verb's options. "
+                   "Command-line options win.")
 @click.pass_context
-def cli(ctx, verbose):
-    """careg-edge: few-shot defect detection and localisation (CAReg)."""
-    ctx.ensure_object(dict)
-    ctx.obj["verbose"] = verbose
-    if verbose:
+def cli(ctx, verbose, quiet, device, backend, threads, config_path):
+    """careg-edge: few-shot defect detection and localisation (CAReg).
+
+    Enroll a product from a few good images, then inspect a camera, video,
+    stream or image folder; one JSON line per frame.
+    """
+    s = Settings(verbose=verbose, quiet=quiet and not verbose, device=device,
+                 backend=backend, threads=threads, config=config_path)
+    if config_path:
+        from .config import apply_config
+        apply_config(ctx, s, config_path)
+    ctx.obj = s
+    if s.verbose:
         os.environ["CAREG_VERBOSE"] = "1"
 
 
 def main(argv=None):
     try:
-        return cli.main(args=argv, prog_name="careg-edge", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="careg-edge", standalone_mode=False)
+        sys.exit(rv if isinstance(rv, int) else 0)
     except click.exceptions.Abort:
         click.echo("careg-edge: aborted", err=True)
         sys.exit(130)
@@ -61,7 +200,7 @@ def main(argv=None):
         if os.environ.get("CAREG_VERBOSE"):
             raise
         click.echo(f"careg-edge: error: {e}", err=True)
-        sys.exit(2)
+        sys.exit(getattr(e, "exit_code", 2))
 
 
 if __name__ == "__main__":
