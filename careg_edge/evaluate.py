@@ -51,7 +51,13 @@ class EvalConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def label(self) -> str:
-        return f"{self.estimator}"
+        """Method name in tables: the estimator, plus whatever differs from the defaults."""
+        parts = [self.estimator]
+        if self.localisation != "feature-unwarp":
+            parts.append(self.localisation)
+        if self.augment != "auto":
+            parts.append(f"aug-{self.augment}")
+        return "+".join(parts)
 
 
 # --------------------------------------------------------------------------- dataset walker

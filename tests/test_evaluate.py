@@ -192,3 +192,41 @@ def test_memo_runtime_encodes_each_image_once():
     assert len(calls) == 1 and memo.misses == 1
     insp.runtime.infer(x + 1)
     assert len(calls) == 2
+
+
+def test_report_writes_json_html_and_pngs(data, tmp_path):
+    from careg_edge import report
+    doc, _ = _run(data, tmp_path / "out", [], shots=[1, 2], rounds=3)
+    paths = report.write_report(doc, tmp_path / "out", data)
+    got = json.loads(paths["json"].read_text())
+    s = got["summary"]["per_category"]["widget"]["fake"]["2"]["image_auroc"]
+    rounds = [r["image_auroc"] for r in doc["results"] if r["shots"] == 2]
+    assert s[0] == pytest.approx(np.mean(rounds)) and s[1] == pytest.approx(np.std(rounds, ddof=1))
+    assert got["summary"]["macro"]["fake"]["2"]["image_auroc"][0] == pytest.approx(s[0])
+    page = paths["html"].read_text()
+    assert "widget" in page and "figures/widget-fake-curves.png" in page
+    assert (tmp_path / "out/figures/widget-fake-worst.png").stat().st_size > 1000
+    assert "| fake | 2 | 3 |" in report.markdown_tables(report.summarise(doc["results"]))
+
+
+def test_cli_eval_with_fake_inspector(data, tmp_path, monkeypatch, capsys):
+    from careg_edge.cli import main
+    monkeypatch.setattr(ev, "default_inspector", lambda cfg: FakeInspector([]))
+    monkeypatch.setattr(ev.evaluate, "__defaults__", tuple(
+        FakeInspectorFactory() if callable(d) and getattr(d, "__name__", "") == "default_inspector" else d
+        for d in ev.evaluate.__defaults__))
+    with pytest.raises(SystemExit) as ok:
+        main(["eval", "--data", str(data), "-o", str(tmp_path / "o"), "--shots", "1,2",
+              "--rounds", "2", "--estimator", "fake", "--quiet"])
+    assert ok.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "| fake | 1 | 2 |" in out and (tmp_path / "o/report.html").exists()
+    with pytest.raises(SystemExit) as bad:
+        main(["eval", "--data", str(data), "-o", str(tmp_path / "o"), "--shots", "x"])
+    assert bad.value.code == 2
+    assert "--shots 'x': give positive integers" in capsys.readouterr().err
+
+
+class FakeInspectorFactory:
+    def __call__(self, cfg):
+        return FakeInspector([])
