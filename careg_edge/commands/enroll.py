@@ -1,0 +1,126 @@
+"""`careg-edge enroll`: a few good images of a product -> a profile file (.careg)."""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import click
+
+from ..errors import UserInputError
+
+ESTIMATORS = ["padim", "orthoad", "patchcore"]
+
+
+def pick_shots(files, shots, seed):
+    """Seeded random subset of the support images (sorted, so the choice is stable)."""
+    if shots is None:
+        return files
+    if shots > len(files):
+        raise UserInputError(f"--shots {shots}: only {len(files)} images in --support; "
+                             f"lower --shots or add images")
+    import numpy as np
+    idx = np.random.default_rng(seed).choice(len(files), shots, replace=False)
+    return [files[i] for i in sorted(idx)]
+
+
+def check_output(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise UserInputError(f"-o {out}: file exists; pass --force to overwrite it")
+    if not out.parent.exists():
+        raise UserInputError(f"-o {out}: folder {out.parent} does not exist")
+
+
+def _enroll(insp, files, estimator, augment, seed, target_fpr, s):
+    # Optional keywords are passed only if this Inspector accepts them.
+    accepted = inspect.signature(insp.enroll).parameters
+    kwargs = {"estimator": estimator, "augment": augment, "seed": seed}
+    if target_fpr is not None:
+        if "target_fpr" not in accepted:
+            raise UserInputError("--target-fpr: this build's Inspector has no FPR calibration")
+        kwargs["target_fpr"] = target_fpr
+    if "progress" in accepted and not s.quiet:
+        with click.progressbar(length=100, label="enrolling", file=click.get_text_stream("stderr")) as bar:
+            done = [0]
+
+            def progress(frac, stage=""):
+                step = int(round(float(frac) * 100)) - done[0]
+                if step > 0:
+                    bar.update(step)
+                    done[0] += step
+            return insp.enroll([str(f) for f in files], progress=progress, **kwargs)
+    s.info(f"enrolling {len(files)} images ...")
+    return insp.enroll([str(f) for f in files], **kwargs)
+
+
+def describe(profile, path: Path) -> list:
+    """Human lines about a fresh profile: augmentations, size, threshold, expected rates."""
+    info = profile.info or {}
+    aug = info.get("augment") or info.get("augmentations")
+    if isinstance(aug, dict):
+        aug = aug.get("ops") or aug.get("chosen") or aug.get("groups") or aug
+    aug_txt = ", ".join(map(str, aug)) if isinstance(aug, (list, tuple)) else (aug or "none")
+    lines = [f"augmentations: {aug_txt}",
+             f"profile: {path} ({path.stat().st_size / 1e6:.2f} MB on disk, "
+             f"{profile.nbytes / 1e6:.2f} MB state, {profile.estimator})",
+             f"threshold: {profile.threshold:.6g}"]
+    cal = info.get("calibration") or {}
+    for key, label in (("target_fpr", "target false-alarm rate"), ("expected_fpr", "expected false-alarm rate"),
+                       ("expected_detection_rate", "expected detection rate"),
+                       ("expected_tpr", "expected detection rate")):
+        if key in cal:
+            lines.append(f"{label}: {float(cal[key]):.1%}")
+    if not any("detection" in ln for ln in lines):
+        lines.append("expected detection rate: not estimated by this profile "
+                     "(no synthetic-defect calibration stored)")
+    return lines
+
+
+EPILOG = """\b
+Examples:
+  careg-edge enroll --support ./good -o part.careg
+  careg-edge enroll --support 'line3/*.png' --shots 8 --estimator padim -o line3.careg --force
+"""
+
+
+@click.command("enroll", epilog=EPILOG)
+@click.option("--support", required=True, metavar="DIR|GLOB",
+              help="Good images of the product: a folder or a quoted glob.")
+@click.option("--model", default=None, metavar="PATH",
+              help="Encoder: .ckpt checkpoint, .onnx, .engine or imagenet:<backbone>. "
+                   "Default: the encoder bundled with careg-edge.")
+@click.option("--estimator", type=click.Choice(ESTIMATORS), default="patchcore", show_default=True,
+              help="Statistics of the good images: PatchCore memory bank (best with very few "
+                   "images), PaDiM Gaussian per position, OrthoAD low-rank Gaussian.")
+@click.option("--shots", type=click.IntRange(min=1), default=None,
+              help="Use a seeded random subset of N support images (default: all).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --shots and augmentation.")
+@click.option("--augment", default="auto", show_default=True, metavar="auto|none|LIST",
+              help="Support augmentation: auto (chosen by distribution distance), none, regad, "
+                   "or a comma list of groups such as small_rotation,brightness.")
+@click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="False-alarm rate on good parts that the threshold aims at (default: the library's).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Profile file to write (.careg).")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+def command(support, model, estimator, shots, seed, augment, target_fpr, output, force):
+    """Enroll a product: fit a profile from a few good images.
+
+    Nothing is trained; the encoder's features of the (augmented) support
+    images are summarised by the estimator, and the threshold is set from good
+    images only. Prints the chosen augmentations, the profile size, the
+    threshold and the expected detection rate.
+    """
+    from ..cli import make_inspector, settings
+    from ..imageio import list_images
+
+    s = settings()
+    check_output(output, force)
+    files = pick_shots(list_images(support, what="--support"), shots, seed)
+    s.info(f"support: {len(files)} images from {support}")
+    insp = make_inspector(model)
+    profile = _enroll(insp, files, estimator, augment, seed, target_fpr, s)
+    check_output(output, force)  # something may have appeared while we worked
+    profile.save(output)
+    for line in describe(profile, output):
+        s.info(line)
+    s.info(f"next: careg-edge run --profile {output} --camera 0")

@@ -1,0 +1,115 @@
+"""`careg-edge run`: inspect a camera, stream, video or image folder; one JSON line per frame."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import UserInputError
+
+
+def load_profiles(paths):
+    """name -> Profile; names are file names unless two profiles share one."""
+    from .. import Profile
+    if not paths:
+        raise UserInputError("--profile: give at least one profile (.careg from `careg-edge enroll`)")
+    profiles = {}
+    names = [Path(p).name for p in paths]
+    for p, name in zip(paths, names):
+        if not Path(p).is_file():
+            raise UserInputError(f"--profile {p}: file not found")
+        profiles[name if names.count(name) == 1 else str(p)] = Profile.load(p)
+    return profiles
+
+
+def encoder_meta(insp):
+    """The loaded encoder's EncoderMeta, wherever this Inspector keeps it."""
+    for attr in ("meta", "encoder_meta"):
+        m = getattr(insp, attr, None)
+        if m is not None and hasattr(m, "encoder_hash"):
+            return m
+    return insp.runtime.meta
+
+
+def check_profiles(profiles, insp) -> None:
+    """Refuse mismatched profiles before any camera is opened."""
+    meta = encoder_meta(insp)
+    for p in profiles.values():
+        p.check_encoder(meta.encoder_hash, getattr(meta, "backbone", ""))
+
+
+def _open_out(jsonl):
+    if jsonl is None or str(jsonl) == "-":
+        return sys.stdout, False
+    try:  # append: a line's log outlives one run and is never truncated
+        return open(jsonl, "a", encoding="utf-8", buffering=1), True
+    except OSError as e:
+        raise UserInputError(f"--jsonl {jsonl}: cannot open for writing ({e.strerror})") from None
+
+
+EPILOG = """\b
+Examples:
+  careg-edge run --profile part.careg --camera 0 --jsonl line3.jsonl --save-defects defects/
+  careg-edge run --profile part.careg --video shift2.mp4 --roi 100,40,800,800 --max-frames 500
+  careg-edge run --profile a.careg --profile b.careg --images 'batch7/*.png' --batch 8
+"""
+
+
+@click.command("run", epilog=EPILOG)
+@click.option("--profile", "profiles", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="Profile(s) from `careg-edge enroll` (repeat for several; a frame fails "
+                   "if any profile fails).")
+@click.option("--camera", type=click.IntRange(min=0), default=None, metavar="N", help="Camera index (V4L2/DirectShow).")
+@click.option("--video", type=click.Path(dir_okay=False), default=None, help="Video file.")
+@click.option("--images", default=None, metavar="DIR|GLOB", help="Image folder or quoted glob.")
+@click.option("--stream", default=None, metavar="URL", help="RTSP/HTTP/GStreamer URL (anything OpenCV opens).")
+@click.option("--model", default=None, metavar="PATH",
+              help="Encoder the profiles were enrolled with (default: the bundled one).")
+@click.option("--roi", default=None, metavar="X,Y,W,H", help="Region of interest in source pixels, cropped first.")
+@click.option("--resize", default=None, metavar="WxH", help="Resize the (cropped) frame before inspection.")
+@click.option("--resize-mode", type=click.Choice(["stretch", "letterbox", "crop"]), default="stretch",
+              show_default=True, help="How --resize treats a different aspect ratio.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Frames per inference call (live sources never wait to fill a batch).")
+@click.option("--jsonl", default=None, metavar="FILE", help="Append JSON lines here instead of stdout.")
+@click.option("--save-defects", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="For every failing frame write frame, heatmap overlay and mask PNGs here.")
+@click.option("--show", is_flag=True, help="Live window with overlay and FPS (needs a display).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
+@click.option("--queue", "queue_size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Frames buffered between capture and inference; older ones are dropped on live sources.")
+@click.option("--reconnect", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds to keep retrying a camera/stream that cannot be opened or is lost.")
+def command(profiles, camera, video, images, stream, model, roi, resize, resize_mode, batch,
+            jsonl, save_defects, show, max_frames, queue_size, reconnect):
+    """Inspect frames live and print one JSON line per frame.
+
+    Each line holds the capture time, source, frame id, score, threshold,
+    decision and latency per stage. Ctrl-C prints a summary (frames, defects,
+    dropped, unreadable, FPS, p50/p99 latency) and exits 0. A camera that cannot
+    be opened, or is lost and does not come back within --reconnect seconds,
+    ends the run with exit code 3.
+    """
+    from ..cli import make_inspector, settings
+    from ..live import LiveOptions, open_source, parse_roi, parse_size, run_live
+
+    s = settings()
+    src = open_source(camera=camera, video=video, images=images, stream=stream)
+    opts = LiveOptions(batch=batch, roi=parse_roi(roi), resize=parse_size(resize),
+                       resize_mode=resize_mode, save_defects=save_defects, show=show,
+                       max_frames=max_frames, queue_size=queue_size, reconnect_s=reconnect)
+    loaded = load_profiles(profiles)
+    insp = make_inspector(model)
+    check_profiles(loaded, insp)
+    out, close = _open_out(jsonl)
+    s.info(f"inspecting {src.label} with {', '.join(loaded)} (Ctrl-C to stop)")
+    try:
+        summary = run_live(src, insp, loaded, out, opts, log=s.info)
+    finally:
+        if close:
+            out.close()
+    click.echo(summary.text(), err=True)
+    if summary.error is not None:
+        raise summary.error
+    return 0
