@@ -45,10 +45,14 @@ class SuggestChoice(click.Choice):
 
 
 def _with_suggestions(cmd: click.Command) -> click.Command:
-    # Applied to every verb (ours and other engineers'), so every Choice suggests.
+    # Applied to every verb (ours and other engineers'), so every Choice suggests
+    # and every help page ends with its example (moved from the docstring if needed).
     for p in cmd.params:
         if type(p.type) is click.Choice:
             p.type = SuggestChoice(p.type.choices, case_sensitive=p.type.case_sensitive)
+    if not cmd.epilog and cmd.help and "Example" in cmd.help:
+        head, _, tail = cmd.help.partition("Example")
+        cmd.help, cmd.epilog = head.rstrip(), "\b\nExample" + tail.rstrip()
     return cmd
 
 
