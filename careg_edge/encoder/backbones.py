@@ -94,6 +94,8 @@ def read_state_dict(path: Path) -> Dict[str, "object"]:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # any decoder failure means: not a weights file we can use
         msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        if "weights_only" in msg or "Weights only" in msg:
+            msg = "truncated, or holds pickled objects besides tensors"
         raise UserInputError(f"{path}: not a readable weights file ({msg[:160]})") from None
     for key in ("state_dict", "model"):  # common checkpoint wrappers
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):

@@ -72,9 +72,7 @@ def load(path) -> Checkpoint:
     enc_sd = {k: torch.from_numpy(v) for k, v in tensors.items()
               if not k.startswith(("head.", "optim."))}
     own = encoder.state_dict()
-    for k, v in enc_sd.items():  # the container stores 0-d tensors (BN counters) as [1]
-        if k in own and own[k].dim() == 0 and v.numel() == 1:
-            enc_sd[k] = v.reshape(())
+    enc_sd = {k: _scalar_fix(k, v) for k, v in enc_sd.items()}
     bad = sorted(set(own) ^ set(enc_sd)) or [k for k in own if own[k].shape != enc_sd[k].shape]
     if bad:
         raise BadHeader(f"{where}: tensors do not fit a {config['backbone']}/{config['stn_mode']} "
@@ -85,5 +83,11 @@ def load(path) -> Checkpoint:
                                "the checkpoint is corrupt, write it again")
     return Checkpoint(
         encoder=encoder.eval(), config=config, meta=meta,
-        head_state={k[5:]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith("head.")},
+        head_state={k[5:]: _scalar_fix(k, torch.from_numpy(v)) for k, v in tensors.items()
+                    if k.startswith("head.")},
         optim_state={k[6:]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith("optim.")})
+
+
+def _scalar_fix(name: str, t: torch.Tensor) -> torch.Tensor:
+    """BN batch counters are 0-d in torch but stored as [1] by the container."""
+    return t.reshape(()) if name.endswith("num_batches_tracked") and t.numel() == 1 else t

@@ -84,6 +84,17 @@ class EfficientNetLite0Trunk(Trunk):
             x = self._blocks[i](x)
         return x
 
+    def stage_of(self, param_name: str) -> int:
+        return _tapped_stage(self.taps, param_name, "_blocks")
+
+
+def _tapped_stage(taps, param_name, container):
+    parts = param_name.split(".")
+    if parts[0] != container:
+        return 0
+    i = int(parts[1])
+    return next(k for k, t in enumerate(taps) if i <= t)
+
 
 class InvertedResidual(nn.Module):
     def __init__(self, cin, cout, stride, expand):
@@ -129,3 +140,6 @@ class MobileNetV2Trunk(Trunk):
         for i in range(lo, self.taps[k] + 1):
             x = self.features[i](x)
         return x
+
+    def stage_of(self, param_name: str) -> int:
+        return _tapped_stage(self.taps, param_name, "features")

@@ -26,6 +26,11 @@ class Trunk(nn.Module):
     def stage(self, k, x):
         raise NotImplementedError
 
+    def stage_of(self, param_name: str) -> int:
+        """Stage (0, 1, 2) a parameter belongs to; the stem counts as stage 0."""
+        head = param_name.split(".")[0]
+        return int(head[5:]) - 1 if head.startswith("layer") else 0
+
     def forward(self, x):
         f1 = self.stage(0, x)
         f2 = self.stage(1, f1)

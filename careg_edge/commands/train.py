@@ -1,0 +1,62 @@
+"""`careg-edge train`: CAReg registration training on normal images."""
+from pathlib import Path
+
+import click
+
+_STN_MODES = ["rotation_scale", "affine", "rotation", "translation", "scale", "shear"]
+_BACKBONES = ["resnet50v2", "efficientnet_lite0", "mobilenet_v2", "resnet18", "wide_resnet50_2"]
+
+
+@click.command("train")
+@click.argument("roots", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", default="runs/train", show_default=True, type=click.Path(path_type=Path),
+              help="Output folder: last.ckpt (resumable) and train_log.jsonl.")
+@click.option("--exclude", multiple=True, help="Leave this category out (repeatable).")
+@click.option("--backbone", type=click.Choice(_BACKBONES), default="resnet50v2", show_default=True)
+@click.option("--weights", default="default", show_default=True,
+              help="Trunk init: 'default' (bundled ImageNet file), a .pth/.safetensors path, or 'none'.")
+@click.option("--stn-mode", type=click.Choice(_STN_MODES), default="rotation_scale", show_default=True)
+@click.option("--image-size", default=224, show_default=True, help="Square input size (multiple of 16).")
+@click.option("--k-shot", default=2, show_default=True, help="Support images per query.")
+@click.option("--batch-size", default=4, show_default=True, help="Queries per step.")
+@click.option("--epochs", default=1, show_default=True)
+@click.option("--steps", default=0, show_default=True, help="Fixed number of steps (overrides --epochs).")
+@click.option("--lr", default=1e-4, show_default=True, help="SGD lr (momentum 0.9, cosine schedule).")
+@click.option("--frozen-stages", default=0, show_default=True, type=click.IntRange(0, 3),
+              help="Freeze stem+stage1 (1), +stage2 (2), whole trunk (3).")
+@click.option("--train-bn", is_flag=True, help="Update the trunk's BN statistics (large batches only).")
+@click.option("--max-rotation", default=30.0, show_default=True, help="Query augmentation, degrees.")
+@click.option("--holdout", default=0, show_default=True,
+              help="Normal images per category held out for the registration cosine curve.")
+@click.option("--eval-every", default=0, show_default=True, help="Steps between held-out evaluations.")
+@click.option("--save-every", default=200, show_default=True, help="Steps between checkpoints.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/last.ckpt.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--threads", default=0, show_default=True, help="CPU threads (0 = torch default).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(roots, out, exclude, backbone, weights, stn_mode, image_size, k_shot, batch_size, epochs,
+            steps, lr, frozen_stages, train_bn, max_rotation, holdout, eval_every, save_every,
+            resume, device, threads, seed, quiet):
+    """Train the registration encoder on normal images of several categories.
+
+    ROOTS are dataset folders in the MVTec AD layout; only CAT/train/good and
+    CAT/validation/good are read (never test/). Each step pairs an augmented query
+    with K_SHOT support images of the same category.
+
+    Example: careg-edge train ../shared/data/mpdd ../shared/data/magnetic_tile_defects
+    --exclude metal_plate --backbone resnet50v2 --image-size 160 --frozen-stages 1
+    --steps 600 -o runs/loo_metal_plate
+    """
+    from ..train import TrainConfig, train
+
+    cfg = TrainConfig(
+        roots=[str(r) for r in roots], out=str(out), exclude=list(exclude), backbone=backbone,
+        weights=None if weights.lower() == "none" else weights, stn_mode=stn_mode,
+        image_size=image_size, k_shot=k_shot, batch_size=batch_size, epochs=epochs, steps=steps,
+        lr=lr, frozen_stages=frozen_stages, freeze_bn=not train_bn, max_rotation=max_rotation,
+        holdout=holdout, eval_every=eval_every, save_every=save_every, resume=resume,
+        device=device, threads=threads, seed=seed, progress=not quiet)
+    path = train(cfg)
+    click.echo(f"checkpoint: {path}")
+    click.echo(f"next: careg-edge eval --data DATA --model {path} -o runs/eval")
