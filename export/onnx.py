@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -52,15 +51,29 @@ def parse_imgsz(value) -> Optional[Tuple[int, int]]:
     return h, w
 
 
-def load_encoder(model: str):
-    """(eval-mode CARegEncoder, EncoderMeta) from a checkpoint path or imagenet:<backbone>."""
+def load_encoder(model, imgsz=None):
+    """Eval-mode CARegEncoder from a checkpoint path, "imagenet:<backbone>" or a module."""
     try:
         import torch  # noqa: F401
     except ImportError:
         raise MissingDependency("export needs torch: pip install 'careg-edge[train]'") from None
-    from ..runtime.torch_backend import build_encoder
-    encoder = build_encoder(model)
-    return encoder.eval(), encoder.meta()
+    size = parse_imgsz(imgsz)
+    if not isinstance(model, str):
+        encoder = model
+    elif model.startswith("imagenet:"):
+        from ..encoder.careg import imagenet_encoder  # submodule: robust to a stale editable install
+        encoder = imagenet_encoder(model.split(":", 1)[1], input_size=size or (224, 224))
+    else:
+        if not Path(model).is_file():
+            raise UserInputError(f"{model}: checkpoint not found (or pass 'imagenet:<backbone>')")
+        from ..encoder.checkpoint import load
+        encoder = load(model).encoder
+    if size is not None and tuple(encoder.input_size) != size:
+        # the STN's localisation FC is sized for the training resolution
+        raise UserInputError(f"--imgsz {imgsz}: {model} was trained at "
+                             f"{encoder.input_size[0]}x{encoder.input_size[1]}; its STNs only "
+                             "take that size (omit --imgsz)")
+    return encoder.eval()
 
 
 def to_onnx_bytes(encoder, input_size, opset: int = OPSET) -> bytes:
@@ -121,14 +134,15 @@ def simplify(model):
 
 def export_onnx(model: str, output, imgsz=None, opset: int = OPSET, simplify_graph: bool = False,
                 verbose: bool = True) -> Path:
-    """Write the ONNX encoder to `output`; returns its path."""
+    """Write the ONNX encoder to `output`; returns its path. `model`: checkpoint path,
+    "imagenet:<backbone>" or a CARegEncoder module (tests, notebooks)."""
     import onnx
     t0 = time.perf_counter()
     if opset < MIN_OPSET:
         raise UserInputError(f"--opset {opset}: GridSample needs opset >= {MIN_OPSET} (use {OPSET})")
-    encoder, meta = load_encoder(model)
-    size = parse_imgsz(imgsz) or tuple(meta.input_size)
-    meta = replace(meta, input_size=tuple(size))
+    encoder = load_encoder(model, imgsz)
+    meta = encoder.meta(extra={"exported_from": _source_name(model)})
+    size = tuple(meta.input_size)
     graph = onnx.load_from_string(to_onnx_bytes(encoder, size, opset))
     if simplify_graph:
         graph = simplify(graph)
@@ -141,6 +155,10 @@ def export_onnx(model: str, output, imgsz=None, opset: int = OPSET, simplify_gra
               f"{size[0]}x{size[1]}, dynamic batch, opset {opset}) in {time.perf_counter() - t0:.1f} s; "
               f"next: careg-edge enroll GOOD_DIR --model {output} -o part.careg")
     return output
+
+
+def _source_name(model) -> str:
+    return Path(model).name if isinstance(model, (str, Path)) else type(model).__name__
 
 
 def run(model: str, imgsz=None, opset: int = OPSET, simplify: bool = False,
