@@ -1,10 +1,22 @@
-// Blocked over positions (threads) and batch (inner loop), so each position's
-// factor is streamed from memory exactly once per batch: at B = 1 the kernel is
-// bandwidth-bound (the factor is the big operand), at B = 8 it is FMA-bound.
+// Blocked over positions (threads) and batch (register tile), so each position's
+// factor is streamed from memory exactly once per batch of up to 16 images: at
+// B = 1 the kernel is bandwidth-bound (the factor is the big operand), at B = 8
+// it is FMA-bound.
+//
+// z_b = L^T d_b is computed in column panels of 16: for panel c the rows
+// i >= 16c of L contribute d_b[i] * L[i, 16c .. 16c+15], with the 16 outputs of
+// up to 4 images held in registers; only |z_b|^2 is kept. The panel reads the
+// packed layout in place (rows closer than 16 to the diagonal are zero-padded
+// through a small buffer); fp16 factors are first converted per position into
+// an fp32 scratch (sequential, F16C). The next position's fp32 factor is
+// prefetched into L2 while this one is computed: the panel walk is not a
+// pattern the hardware prefetcher follows.
 #include "careg/mahalanobis.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "careg/half.h"
@@ -13,42 +25,92 @@
 namespace careg {
 namespace {
 
-// y[0..n) += a * row[0..n): the loop the compiler turns into FMAs.
-inline void axpy(float* __restrict y, const float* __restrict row, float a, std::size_t n) {
-  for (std::size_t j = 0; j < n; ++j) y[j] += a * row[j];
+constexpr std::size_t W = 16, NB = 4, BSLICE = 16;
+typedef float v8 __attribute__((vector_size(32)));
+
+inline v8 load8(const float* p) {
+  v8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
 }
 
-struct Scratch {
-  std::vector<float> diff, acc, row;
-  Scratch(std::size_t B, std::size_t D) : diff(B * D), acc(B * D), row(D) {}
-};
+inline float sumsq(v8 a) {
+  float s = 0.f;
+  for (int i = 0; i < 8; ++i) s += a[i] * a[i];
+  return s;
+}
 
-// z_b = L^T (x_b - mu) accumulated row by row of L: row i adds diff_b[i] * L[i, 0..i].
-void one_position(const float* x, std::size_t B, std::size_t P, std::size_t D, std::size_t p,
-                  const float* mean, const void* factor, Storage st, float* out, Scratch& s) {
+// total[b] = |L^T d_b|^2 for nb <= NB images; f = one position's packed factor.
+template <std::size_t nb>
+void tile(const float* f, std::size_t D, const float* const* diff, float* out) {
+  float total[NB] = {};
+  alignas(32) float pad[W];
+  for (std::size_t base = 0; base < D; base += W) {
+    v8 acc[nb][2] = {};
+    for (std::size_t i = base; i < D; ++i) {
+      const float* row = f + i * (i + 1) / 2 + base;
+      std::size_t n = i + 1 - base;
+      if (n < W) {  // near the diagonal: the next row's values follow, mask them off
+        std::memset(pad, 0, sizeof pad);
+        std::memcpy(pad, row, n * sizeof(float));
+        row = pad;
+      }
+      v8 l0 = load8(row), l1 = load8(row + 8);
+      for (std::size_t b = 0; b < nb; ++b) {
+        float a = diff[b][i];
+        acc[b][0] += a * l0;
+        acc[b][1] += a * l1;
+      }
+    }
+    for (std::size_t b = 0; b < nb; ++b) total[b] += sumsq(acc[b][0]) + sumsq(acc[b][1]);
+  }
+  for (std::size_t b = 0; b < nb; ++b) out[b] = total[b];
+}
+
+void dispatch(std::size_t nb, const float* f, std::size_t D, const float* const* diff,
+              float* out) {
+  switch (nb) {
+    case 1: return tile<1>(f, D, diff, out);
+    case 2: return tile<2>(f, D, diff, out);
+    case 3: return tile<3>(f, D, diff, out);
+    default: return tile<4>(f, D, diff, out);
+  }
+}
+
+inline void prefetch(const void* p, std::size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (std::size_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 0, 2);
+}
+
+void positions(const float* x, std::size_t B, std::size_t P, std::size_t D, const float* mean,
+               const void* factor, Storage st, float* out, std::size_t p0, std::size_t p1) {
   const std::size_t T = packed_size(D);
-  const float* mu = mean + p * D;
-  for (std::size_t b = 0; b < B; ++b) {
-    const float* xb = x + (b * P + p) * D;
-    float* d = s.diff.data() + b * D;
-    for (std::size_t i = 0; i < D; ++i) d[i] = xb[i] - mu[i];
-  }
-  std::fill(s.acc.begin(), s.acc.end(), 0.f);
-  const float* f32 = st == Storage::F32 ? static_cast<const float*>(factor) + p * T : nullptr;
-  const std::uint16_t* f16 =
-      st == Storage::F16 ? static_cast<const std::uint16_t*>(factor) + p * T : nullptr;
-  for (std::size_t i = 0; i < D; ++i) {
-    std::size_t off = i * (i + 1) / 2;
-    const float* row = f32 ? f32 + off : s.row.data();
-    if (f16) half_to_float_row(f16 + off, s.row.data(), i + 1);
-    for (std::size_t b = 0; b < B; ++b)
-      axpy(s.acc.data() + b * D, row, s.diff[b * D + i], i + 1);
-  }
-  for (std::size_t b = 0; b < B; ++b) {
-    const float* z = s.acc.data() + b * D;
-    float sum = 0.f;
-    for (std::size_t j = 0; j < D; ++j) sum += z[j] * z[j];
-    out[b * P + p] = std::sqrt(sum);
+  std::vector<float> diff(std::min(B, BSLICE) * D), f32(st == Storage::F16 ? T + W : 0);
+  for (std::size_t b0 = 0; b0 < B; b0 += BSLICE) {  // large batches: factor re-read per slice
+    std::size_t nbs = std::min(BSLICE, B - b0);
+    for (std::size_t p = p0; p < p1; ++p) {
+      const float* f;
+      if (st == Storage::F16) {
+        half_to_float_row(static_cast<const std::uint16_t*>(factor) + p * T, f32.data(), T);
+        f = f32.data();
+      } else {
+        f = static_cast<const float*>(factor) + p * T;
+        if (p + 1 < p1) prefetch(f + T, T * sizeof(float));
+      }
+      const float* mu = mean + p * D;
+      for (std::size_t b = 0; b < nbs; ++b) {
+        const float* xb = x + ((b0 + b) * P + p) * D;
+        for (std::size_t i = 0; i < D; ++i) diff[b * D + i] = xb[i] - mu[i];
+      }
+      for (std::size_t b = 0; b < nbs; b += NB) {
+        std::size_t nb = std::min(NB, nbs - b);
+        const float* rows[NB];
+        for (std::size_t r = 0; r < NB; ++r) rows[r] = diff.data() + (b + std::min(r, nb - 1)) * D;
+        float sq[NB];
+        dispatch(nb, f, D, rows, sq);
+        for (std::size_t r = 0; r < nb; ++r) out[(b0 + b + r) * P + p] = std::sqrt(sq[r]);
+      }
+    }
   }
 }
 
@@ -57,16 +119,14 @@ void one_position(const float* x, std::size_t B, std::size_t P, std::size_t D, s
 void mahalanobis(const float* x, std::size_t B, std::size_t P, std::size_t D,
                  const float* mean, const void* factor, Storage storage, float* out,
                  int threads) {
+  resolve_threads(threads);
   if (B == 0 || P == 0) return;
-  // Bound the per-thread scratch: large batches are processed in slices.
-  const std::size_t bslice = 16;
+  if (D == 0) {
+    std::fill(out, out + B * P, 0.f);
+    return;
+  }
   parallel_for(P, threads, 8, [&](std::size_t p0, std::size_t p1) {
-    for (std::size_t b0 = 0; b0 < B; b0 += bslice) {
-      std::size_t nb = std::min(bslice, B - b0);
-      Scratch s(nb, D);
-      for (std::size_t p = p0; p < p1; ++p)
-        one_position(x + b0 * P * D, nb, P, D, p, mean, factor, storage, out + b0 * P, s);
-    }
+    positions(x, B, P, D, mean, factor, storage, out, p0, p1);
   });
 }
 
