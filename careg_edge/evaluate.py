@@ -29,6 +29,7 @@ from . import imageio, metrics
 from .container import atomic_write_bytes, read_container, write_container
 from .errors import FormatError, UserInputError
 
+LOCALISATION = {"feature-unwarp": "unwarp", "registered-frame": "registered"}
 CACHE_KIND, CACHE_VERSION = "careg-eval-round", 1
 CURVE_POINTS = 400
 WORST_N = 6
@@ -264,8 +265,7 @@ class RoundJob:
 
 def _enroll(insp, job: RoundJob, images: List[np.ndarray]) -> None:
     opts = dict(job.cfg.enroll_options)
-    if job.cfg.localisation != "feature-unwarp":
-        opts["localisation"] = job.cfg.localisation
+    opts["localisation"] = LOCALISATION[job.cfg.localisation]  # the pipeline's names
     t = time.perf_counter()
     job.profile = insp.enroll(images, estimator=job.cfg.estimator, augment=job.cfg.augment,
                               seed=job.cfg.seed, **opts)
@@ -412,3 +412,5 @@ def _run_category(cat: Category, jobs: List[RoundJob], inspectors, make_inspecto
             for j in chunk:
                 finish_round(j, cat, masks)
                 j.profile = None
+            # Inspector caches per-profile state by id(); a freed profile's id can be reused
+            getattr(insp, "_cache", {}).clear()

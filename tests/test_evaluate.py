@@ -55,7 +55,8 @@ class FakeInspector:
         self.log = log
         self.enrolled = []
 
-    def enroll(self, images, estimator, augment, seed):
+    def enroll(self, images, estimator, augment, seed, localisation="unwarp"):
+        assert localisation in ("unwarp", "registered")
         self.log.append(("enroll", len(images)))
         self.enrolled.append([a.copy() for a in images])
         mean = np.mean([a.astype(np.float32) for a in images], axis=0)
