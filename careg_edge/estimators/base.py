@@ -1,0 +1,63 @@
+"""What every estimator does: `fit(features) -> state`, `score(features, state) ->
+per-position distances`. Features are [N, P, D] float32 on a (grid_h, grid_w) grid
+(P = grid_h * grid_w, row-major). Scoring always goes through the compiled core
+(the package has one scorer); fitting is NumPy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from ..errors import UserInputError
+
+NAMES = ("padim", "orthoad", "patchcore")
+
+
+@dataclass
+class Fitted:
+    tensors: Dict[str, np.ndarray]          # what goes into the profile
+    stats: dict = field(default_factory=dict)   # sizes and timings for the profile JSON
+    groups: Optional[np.ndarray] = None     # per-state-row source group (for leave-one-out)
+
+
+class Estimator:
+    name = "base"
+    # feature layout this estimator wants (features.FeatureSpec defaults)
+    grid_stride = 4
+    aggregate = False
+
+    def __init__(self, **params):
+        self.params = params
+
+    def input_transform(self, d_in: int, seed: int) -> Dict[str, np.ndarray]:
+        """Fixed, data-independent tensors applied before fitting (channel_index/projection)."""
+        return {}
+
+    def fit(self, feats: np.ndarray, grid: Tuple[int, int], groups: np.ndarray,
+            seed: int = 0) -> Fitted:
+        raise NotImplementedError
+
+    def fit_without(self, feats, grid, groups, fitted: Fitted, held_out, seed: int = 0) -> Fitted:
+        """State fitted without the rows of `held_out` group (leave-one-out calibration)."""
+        keep = groups != held_out
+        return self.fit(feats[keep], grid, groups[keep], seed)
+
+    def score(self, feats: np.ndarray, tensors: Dict[str, np.ndarray], grid: Tuple[int, int],
+              threads: int = 0) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """-> (distances [B, P] float32, image score [B] or None = max of the map)."""
+        raise NotImplementedError
+
+
+def make_estimator(name: str, **params) -> Estimator:
+    if name == "padim":
+        from .padim import PaDiM
+        return PaDiM(**params)
+    if name == "orthoad":
+        from .orthoad import OrthoAD
+        return OrthoAD(**params)
+    if name == "patchcore":
+        from .patchcore import PatchCore
+        return PatchCore(**params)
+    raise UserInputError(f"estimator: unknown {name!r}; use one of {', '.join(NAMES)}")

@@ -1,0 +1,140 @@
+"""PatchCore (paper Algorithm 1): memory bank of 3x3-aggregated patch features,
+greedy k-centre coreset, nearest-neighbour distance, re-weighted image score.
+
+* Coreset: greedy k-centre on a seeded Gaussian random projection to 64 dims
+  (Johnson-Lindenstrauss, as PatchCore does), size ceil(gamma * N) or `bank_size`.
+  One sgemv per selected centre: O(N * M * 64).
+* Search: "global" = every bank patch (faiss IndexFlatL2 when installed, else the
+  compiled core); "local" = registered local search: features are aligned by
+  registration, so a query at grid cell p is compared only with bank patches whose
+  own cell lies within +-radius rows and columns (compiled core `knn_local`).
+* Image score (PatchCore Eq. 7): s* = the largest patch distance, m* its nearest
+  bank patch, N_b(m*) the b nearest bank patches of m*;
+  score = (1 - softmax(|x* - m|, m in N_b(m*))[m*]) * s*  (PatchCore's own
+  softmax of positive distances).
+  Written with a softmax so that large distances do not overflow exp().
+"""
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import numpy as np
+
+from .. import _core
+from ..errors import UserInputError
+from .base import Estimator, Fitted
+from .padim import channel_subset
+
+PROJ_DIM = 64
+
+
+def greedy_coreset(x: np.ndarray, m: int, seed: int = 0, proj_dim: int = PROJ_DIM
+                   ) -> Tuple[np.ndarray, float]:
+    """Indices of a greedy k-centre coreset of `m` rows of x, and its covering radius
+    (in the projected space: every row lies within `radius` of a selected row)."""
+    n = x.shape[0]
+    m = int(min(max(m, 1), n))
+    rng = np.random.default_rng(seed)
+    if x.shape[1] > proj_dim:
+        r = rng.standard_normal((x.shape[1], proj_dim)).astype(np.float32) / np.sqrt(proj_dim)
+        z = np.ascontiguousarray(x @ r, np.float32)
+    else:
+        z = np.ascontiguousarray(x, np.float32)
+    sq = np.einsum("ij,ij->i", z, z)
+    idx = np.empty(m, np.int64)
+    idx[0] = rng.integers(n)
+    mind = np.full(n, np.inf, np.float32)
+    for t in range(m):
+        c = z[idx[t]]
+        d = sq - 2.0 * (z @ c) + sq[idx[t]]
+        np.minimum(mind, d, out=mind)
+        mind[idx[t]] = 0.0
+        if t + 1 < m:
+            idx[t + 1] = int(np.argmax(mind))
+    return idx, float(np.sqrt(max(float(mind.max()), 0.0)))
+
+
+def knn(q: np.ndarray, bank: np.ndarray, k: int, threads: int = 0):
+    """Exact L2 kNN: faiss flat index when installed, else the compiled core."""
+    q = np.ascontiguousarray(q, np.float32)
+    bank = np.ascontiguousarray(bank, np.float32)
+    try:
+        import faiss
+    except ImportError:
+        return _core.knn(q, bank, k, threads)
+    if threads > 0:
+        faiss.omp_set_num_threads(threads)
+    index = faiss.IndexFlatL2(bank.shape[1])
+    index.add(bank)
+    d, i = index.search(q, k)
+    return np.maximum(d, 0), i.astype(np.int64)
+
+
+class PatchCore(Estimator):
+    name = "patchcore"
+    grid_stride = 8
+    aggregate = True
+
+    def __init__(self, d: int = 256, gamma: float = 0.1, bank_size: int = None,
+                 search: str = "global", radius: int = 2, reweight_k: int = 9, **_):
+        if search not in ("global", "local"):
+            raise UserInputError(f"search: {search!r} is not 'global' or 'local'")
+        if not (0 < gamma <= 1):
+            raise UserInputError(f"gamma: coreset fraction must be in (0, 1], got {gamma}")
+        super().__init__(d=d, gamma=gamma, bank_size=bank_size, search=search, radius=radius,
+                         reweight_k=reweight_k)
+        self.d, self.gamma, self.bank_size = d, gamma, bank_size
+        self.search, self.radius, self.reweight_k = search, radius, reweight_k
+
+    def input_transform(self, d_in, seed):
+        return {"channel_index": channel_subset(d_in, self.d, seed)}
+
+    def fit(self, feats, grid, groups, seed=0):
+        n, p, d = feats.shape
+        flat = feats.reshape(n * p, d)
+        m = self.bank_size or math.ceil(self.gamma * n * p)
+        idx, radius = greedy_coreset(flat, m, seed)
+        pos = (idx % p).astype(np.int32)
+        return Fitted({"bank": np.ascontiguousarray(flat[idx]), "bank_pos": pos},
+                      {"n_patches": int(n * p), "bank_size": int(len(idx)),
+                       "coreset_radius": radius},
+                      groups=np.repeat(groups, p)[idx])
+
+    def fit_without(self, feats, grid, groups, fitted, held_out, seed=0):
+        # Leave-one-out without a new coreset: drop the held-out image's bank rows.
+        # (The coreset was chosen with it present: slightly optimistic, far cheaper.)
+        keep = fitted.groups != held_out
+        if not keep.any():
+            return super().fit_without(feats, grid, groups, fitted, held_out, seed)
+        return Fitted({"bank": np.ascontiguousarray(fitted.tensors["bank"][keep]),
+                       "bank_pos": fitted.tensors["bank_pos"][keep]})
+
+    def score(self, feats, tensors, grid, threads=0):
+        b, p, d = feats.shape
+        bank = np.ascontiguousarray(tensors["bank"], np.float32)
+        q = np.ascontiguousarray(feats, np.float32)
+        if self.search == "local":
+            sq, nn = _core.knn_local(q, bank, tensors["bank_pos"], grid[0], grid[1],
+                                     self.radius, 1, threads)
+            sq, nn = sq[..., 0], nn[..., 0]
+        else:
+            sq, nn = knn(q.reshape(b * p, d), bank, 1, threads)
+            sq, nn = sq.reshape(b, p), nn.reshape(b, p)
+        dist = np.sqrt(np.maximum(sq, 0)).astype(np.float32)
+        return dist, self._reweight(q, dist, nn, bank, threads)
+
+    def _reweight(self, q, dist, nn, bank, threads):
+        worst = np.argmax(dist, axis=1)
+        rows = np.arange(len(worst))
+        x_star = q[rows, worst]                                   # [B, D]
+        m_star = nn[rows, worst]                                  # [B]
+        k = int(min(self.reweight_k, len(bank)))
+        _, neigh = knn(bank[m_star], bank, k, threads)            # [B, k], includes m*
+        d_neigh = np.linalg.norm(bank[neigh] - x_star[:, None], axis=-1).astype(np.float64)
+        d_star = np.linalg.norm(bank[m_star] - x_star, axis=-1).astype(np.float64)
+        # softmax(d)[m*] over the neighbourhood; m* is its own nearest neighbour
+        logits = np.concatenate([d_star[:, None], d_neigh[:, 1:]], axis=1)
+        logits -= logits.max(axis=1, keepdims=True)
+        w = 1.0 - np.exp(logits[:, 0]) / np.exp(logits).sum(axis=1)
+        return (w * dist[rows, worst]).astype(np.float32)

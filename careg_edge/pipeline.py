@@ -1,0 +1,247 @@
+"""The public API: `Inspector.enroll` (K good images -> Profile) and
+`Inspector.inspect` / `inspect_batch` (image + Profile -> Result).
+
+Enrollment:  load + resize -> encode originals -> augment the support (only the
+support) and pick augmentations (selection.py) -> estimator fit -> threshold from
+good images only (calibration/threshold.py) -> Profile.
+Inspection:  preprocess -> encode -> features -> estimator score (compiled core)
+-> anomaly map + max (compiled core) -> decision.
+"""
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from . import augment as aug
+from . import postprocess, preprocess, selection, synth
+from .decision import Result, decide
+from .errors import EncoderMismatch, UserInputError
+from .estimators import make_estimator
+from .features import FeatureSpec, assemble
+from .profile import Profile
+from .runtime.base import Runtime
+
+__all__ = ["Inspector", "Result", "open_runtime"]
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.onnx"
+TRANSFORM_KEYS = ("channel_index", "projection")
+
+
+def open_runtime(model=None, backend: str = "auto", threads: int = 0) -> Runtime:
+    """A Runtime instance, path, "imagenet:<backbone>" or None (bundled default)."""
+    if isinstance(model, Runtime):
+        return model
+    if model is None:
+        if DEFAULT_MODEL.is_file():
+            model = str(DEFAULT_MODEL)
+        elif importlib.util.find_spec("torch") is not None:
+            model = "imagenet:resnet50v2"   # until the bundled ONNX exists
+        else:
+            raise UserInputError("model=None: no bundled encoder (careg_edge/models/default.onnx) "
+                                 "and no torch; pass model='path/to/encoder.onnx'")
+    try:
+        from .runtime import load_runtime
+    except ImportError:
+        load_runtime = None
+    if load_runtime is not None:
+        return load_runtime(model, backend, threads, verbose=False)
+    from .runtime.torch_backend import TorchRuntime
+    return TorchRuntime(model, threads=threads)
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+class Inspector:
+    def __init__(self, model=None, backend: str = "auto", threads: int = 0, batch_size: int = 8):
+        self.runtime = open_runtime(model, backend, threads)
+        self.meta = self.runtime.meta
+        self.threads, self.batch_size = int(threads), max(1, int(batch_size))
+        self._channels = None
+        self._cache: Dict[int, tuple] = {}
+
+    # ---- encoder -> features ----------------------------------------------------------
+    @property
+    def channels(self) -> Tuple[int, int, int]:
+        if self._channels is None:
+            c = tuple(int(x) for x in self.meta.channels)
+            if 0 in c:  # meta without channel counts: ask the encoder once
+                out = self.runtime.infer(np.zeros((1, 3) + tuple(self.meta.input_size), np.float32))
+                c = tuple(int(out[n].shape[1]) for n in ("feat1", "feat2", "feat3"))
+            self._channels = c
+        return self._channels
+
+    def _features(self, rgbs: Sequence[np.ndarray], spec, transform):
+        """RGB images at the input size -> (features [N, P, D], theta_inv of stage 3 [N, 2, 3])."""
+        feats, thetas = [], []
+        for s in range(0, len(rgbs), self.batch_size):
+            out = self.runtime.infer(preprocess.normalise(rgbs[s:s + self.batch_size], self.meta))
+            feats.append(assemble(out, spec, transform, self.threads))
+            thetas.append(np.ascontiguousarray(out["theta_inv"][:, 2], np.float32))
+        return np.concatenate(feats), np.concatenate(thetas)
+
+    def _image_scores(self, feats, thetas, tensors, est, spec, sigma) -> np.ndarray:
+        out = []
+        for s in range(0, len(feats), 16):
+            dist, score = est.score(feats[s:s + 16], tensors, spec.grid, self.threads)
+            th = thetas[s:s + 16] if spec.mode == "registered" else None
+            _, mx = postprocess.anomaly_maps(dist, spec.grid, spec.input_size, sigma, th, self.threads)
+            out.append(score if score is not None else mx)
+        return np.concatenate(out)
+
+    # ---- enrollment ------------------------------------------------------------------
+    def enroll(self, images, estimator: str = "patchcore", augment="auto", seed: int = 0,
+               select: str = "wasserstein", localisation: str = "unwarp",
+               target_fpr: float = 0.01, sigma: float = 4.0, max_units: int = 4,
+               synth_per_unit: int = 4, **estimator_params) -> Profile:
+        """K good images (paths or arrays) -> Profile. See docs/profile-format.md."""
+        if not 0 < target_fpr < 1:
+            raise UserInputError(f"target_fpr: must be in (0, 1), got {target_fpr}")
+        t, times = time.perf_counter(), {}
+        size = tuple(self.meta.input_size)
+        names = [preprocess.describe(im, i) for i, im in enumerate(
+            [images] if isinstance(images, (str, Path, np.ndarray)) else list(images))]
+        rgbs = [preprocess.resize(x, size) for x in preprocess.load_all(images, "support images")]
+        times["load"] = _ms(t)
+        est = make_estimator(estimator, **estimator_params)
+        spec = FeatureSpec(self.meta.backbone, self.channels, size, est.grid_stride,
+                           localisation, est.aggregate)
+        transform = est.input_transform(spec.d_in, seed)
+        t = time.perf_counter()
+        f0, th0 = self._features(rgbs, spec, transform)
+        times["encode_support"] = _ms(t)
+        t = time.perf_counter()
+        views, record = self._augment(rgbs, f0, spec, transform, augment, select)
+        times["augment_select"] = _ms(t)
+        k = len(rgbs)
+        feats = np.concatenate([f0] + [v[0] for v in views])
+        thetas = np.concatenate([th0] + [v[1] for v in views])
+        view_id = np.repeat(np.arange(len(views) + 1), k)
+        source = np.tile(np.arange(k), len(views) + 1)
+        units = source if k >= 2 else view_id   # leave-one-out unit (see calibration)
+        t = time.perf_counter()
+        fitted = est.fit(feats, spec.grid, units, seed)
+        times["fit"] = _ms(t)
+        t = time.perf_counter()
+        calib = self._calibrate(est, spec, transform, fitted, feats, thetas, units, source, rgbs,
+                                sigma, target_fpr, max_units, synth_per_unit, seed)
+        times["calibrate"] = _ms(t)
+        info = {"encoder": self.meta.to_dict(), "features": spec.to_dict(),
+                "localisation": localisation, "estimator_params": est.params,
+                "estimator_stats": fitted.stats, "augment": record, "calibration": calib,
+                "normalisation": {"mean": list(self.meta.mean), "std": list(self.meta.std),
+                                  "scale": self.meta.scale},
+                "support": {"k": k, "images": names, "n_views": int(len(feats))},
+                "seed": seed, "timings_ms": {n: round(v, 1) for n, v in times.items()}}
+        tensors = dict(fitted.tensors)
+        tensors.update(transform)
+        return Profile(est.name, tensors, calib["threshold"], spec.grid, size, sigma,
+                       self.meta.encoder_hash, info)
+
+    def _augment(self, rgbs, f0, spec, transform, augment, select):
+        """-> ([(features, thetas) per op], record for the profile)."""
+        if augment != "auto":
+            ops = aug.expand(augment)
+            return ([self._features(aug.apply([op], rgbs), spec, transform) for op in ops],
+                    {"request": augment if isinstance(augment, str) else list(augment),
+                     "ops": ops})
+        base = selection.pool(f0, spec.grid)
+        dists, per_group = {}, {}
+        for group, ops in aug.CANDIDATES.items():
+            per_group[group] = [self._features(aug.apply([op], rgbs), spec, transform) for op in ops]
+            fv = np.concatenate([v[0] for v in per_group[group]])
+            dists[group] = selection.distance(base, selection.pool(fv, spec.grid), select)
+        chosen = selection.choose(dists)
+        ops = [op for g in chosen for op in aug.CANDIDATES[g]]
+        return ([v for g in chosen for v in per_group[g]],
+                {"request": "auto", "method": select, "distances": dists, "chosen": chosen,
+                 "ops": ops, "rule": "keep groups with distance <= mean distance"})
+
+    def _calibrate(self, est, spec, transform, fitted, feats, thetas, units, source, rgbs, sigma,
+                   target_fpr, max_units, synth_per_unit, seed):
+        from .calibration.threshold import calibrate, pick_units
+        held = pick_units(units, max_units, seed)
+        loo = {}
+
+        def state(u):
+            if u not in loo:
+                loo[u] = est.fit_without(feats, spec.grid, units, fitted, u, seed).tensors
+            return loo[u]
+
+        def score_good(u):
+            rows = units == u
+            return self._image_scores(feats[rows], thetas[rows], state(u), est, spec, sigma)
+
+        def score_synth(u):
+            rng = np.random.default_rng([seed, u])
+            img = rgbs[int(source[units == u][0])]
+            fake = [synth.paste_defects(img, rng)[0] for _ in range(synth_per_unit)]
+            f, th = self._features(fake, spec, transform)
+            return self._image_scores(f, th, state(u), est, spec, sigma)
+
+        return calibrate(held, score_good, score_synth, target_fpr)
+
+    # ---- inspection ------------------------------------------------------------------
+    def _prepared(self, profile: Profile, overrides: dict):
+        key = (id(profile), tuple(sorted(overrides.items())))
+        if key not in self._cache:
+            params = dict(profile.info.get("estimator_params", {}), **overrides)
+            spec = FeatureSpec.from_dict(profile.info["features"])
+            transform = {k: profile.tensors[k] for k in TRANSFORM_KEYS if k in profile.tensors}
+            self._cache[key] = (make_estimator(profile.estimator, **params), spec, transform)
+        return self._cache[key]
+
+    def check(self, profile: Profile) -> None:
+        """Refuse a profile made with another encoder or input size."""
+        profile.check_encoder(self.meta.encoder_hash, self.meta.backbone)
+        if tuple(profile.image_size) != tuple(self.meta.input_size):
+            raise EncoderMismatch(f"{profile.path or 'profile'}: enrolled at input size "
+                                  f"{tuple(profile.image_size)}, the encoder takes "
+                                  f"{tuple(self.meta.input_size)}; re-enroll")
+
+    def inspect(self, image, profile, **overrides) -> Result:
+        return self.inspect_batch([image], profile, **overrides)[0]
+
+    def inspect_batch(self, images, profile, **overrides) -> List[Result]:
+        """Score images against a profile (a Profile or a .careg path). `overrides` change
+        estimator options at inspection time, e.g. search="local", radius=2."""
+        if isinstance(profile, (str, Path)):
+            profile = Profile.load(profile)
+        self.check(profile)
+        est, spec, transform = self._prepared(profile, overrides)
+        images = [images] if isinstance(images, (str, Path)) else list(images)
+        results: List[Result] = []
+        for s in range(0, len(images), self.batch_size):
+            results += self._inspect_chunk(images[s:s + self.batch_size], s, profile, est, spec,
+                                           transform)
+        return results
+
+    def _inspect_chunk(self, images, offset, profile, est, spec, transform) -> List[Result]:
+        times, t = {}, time.perf_counter()
+        rgbs = [preprocess.load(im, preprocess.describe(im, offset + i)) for i, im in enumerate(images)]
+        sizes = [r.shape[:2] for r in rgbs]
+        x = preprocess.normalise([preprocess.resize(r, spec.input_size) for r in rgbs], self.meta)
+        times["preprocess"] = _ms(t)
+        t = time.perf_counter()
+        out = self.runtime.infer(x)
+        times["encode"] = _ms(t)
+        t = time.perf_counter()
+        feats = assemble(out, spec, transform, self.threads)
+        times["features"] = _ms(t)
+        t = time.perf_counter()
+        dist, score = est.score(feats, profile.tensors, spec.grid, self.threads)
+        times["score"] = _ms(t)
+        t = time.perf_counter()
+        th = np.ascontiguousarray(out["theta_inv"][:, 2], np.float32) \
+            if spec.mode == "registered" else None
+        maps, mx = postprocess.anomaly_maps(dist, spec.grid, profile.image_size, profile.sigma,
+                                            th, self.threads)
+        scores = score if score is not None else mx
+        full = [postprocess.to_size(maps[i], sizes[i], self.threads) for i in range(len(rgbs))]
+        times["postprocess"] = _ms(t)
+        per_image = {k: v / len(rgbs) for k, v in times.items()}
+        return [decide(scores[i], full[i], profile.threshold, per_image) for i in range(len(rgbs))]

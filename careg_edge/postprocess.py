@@ -1,0 +1,35 @@
+"""Per-position distances -> anomaly map at the input resolution, and its maximum.
+
+The map is built in the encoder's input frame (image_h x image_w of the profile):
+bilinear upsampling (through theta_inv of stage 3 in registered-frame mode, the
+"inverse-affine heatmap unwarp"), Gaussian blur sigma (4 px), max = image score.
+It is then resized bilinearly to each image's own size for display and masks;
+that resize does not change the score. All of it runs in the compiled core.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from . import _core
+
+
+def anomaly_maps(dist: np.ndarray, grid: Tuple[int, int], image_size: Tuple[int, int],
+                 sigma: float, theta_inv: Optional[np.ndarray] = None, threads: int = 0):
+    """dist [B, P] -> (maps [B, H, W] float32 in the input frame, max [B])."""
+    reg = np.ascontiguousarray(dist.reshape(-1, grid[0], grid[1]), np.float32)
+    th = None if theta_inv is None else np.ascontiguousarray(theta_inv, np.float32)
+    return _core.anomaly_map(reg, th, int(image_size[0]), int(image_size[1]), float(sigma), threads)
+
+
+IDENTITY = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
+
+
+def to_size(amap: np.ndarray, size: Tuple[int, int], threads: int = 0) -> np.ndarray:
+    """Bilinear resize of one map [H, W] to `size` (align_corners=False, border)."""
+    if amap.shape == tuple(size):
+        return amap
+    out = _core.affine_sample(np.ascontiguousarray(amap[None, None], np.float32), IDENTITY[None],
+                              int(size[0]), int(size[1]), threads)
+    return out[0, 0]

@@ -1,0 +1,144 @@
+"""Estimators against independent references: scipy Mahalanobis, brute-force kNN,
+the greedy k-centre covering property, PatchCore's re-weighting formula."""
+import numpy as np
+import pytest
+from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
+
+from careg_edge.estimators import make_estimator
+from careg_edge.estimators.orthoad import semi_orthogonal
+from careg_edge.estimators.padim import channel_subset
+from careg_edge.estimators.patchcore import greedy_coreset, knn
+from careg_edge.errors import UserInputError
+
+
+def _feats(n=12, p=6, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, p, d)).astype(np.float32) * np.arange(1, d + 1, dtype=np.float32)
+
+
+@pytest.mark.parametrize("name", ["padim", "orthoad"])
+@pytest.mark.parametrize("fp16", [False, True])
+def test_gaussian_estimators_match_scipy_mahalanobis(name, fp16):
+    x = _feats()
+    est = make_estimator(name, d=5, eps=0.01, fp16=fp16)
+    fitted = est.fit(x, (2, 3), np.arange(len(x)))
+    q = _feats(3, seed=1)
+    got, img = est.score(q, fitted.tensors, (2, 3))
+    assert img is None and got.shape == (3, 6)
+    for p in range(6):
+        cov = np.cov(x[:, p].astype(np.float64), rowvar=False) + 0.01 * np.eye(5)
+        vi = np.linalg.inv(cov)
+        for b in range(3):
+            ref = scipy_mahalanobis(q[b, p], x[:, p].mean(0), vi)
+            assert got[b, p] == pytest.approx(ref, rel=2e-2 if fp16 else 1e-4)
+
+
+def test_padim_factor_is_packed_cholesky_of_precision():
+    x = _feats(d=4)
+    t = make_estimator("padim", d=4).fit(x, (2, 3), np.arange(12)).tensors
+    rows, cols = np.tril_indices(4)
+    L = np.zeros((4, 4))
+    L[rows, cols] = t["precision_factor"][0]
+    cov = np.cov(x[:, 0].astype(np.float64), rowvar=False) + 0.01 * np.eye(4)
+    np.testing.assert_allclose(L @ L.T, np.linalg.inv(cov), rtol=1e-4, atol=1e-5)
+    assert t["precision_factor"].shape == (6, 10)
+
+
+def test_single_sample_gives_eps_identity():
+    x = _feats(n=1, d=3)
+    t = make_estimator("padim", d=3, eps=0.25).fit(x, (2, 3), np.zeros(1, int)).tensors
+    got, _ = make_estimator("padim", d=3).score(x + 1, t, (2, 3))
+    np.testing.assert_allclose(got, np.sqrt(3 / 0.25), rtol=1e-5)
+
+
+def test_channel_subset_and_projection_are_seeded():
+    a, b = channel_subset(448, 100, 0), channel_subset(448, 100, 0)
+    assert (a == b).all() and len(np.unique(a)) == 100 and a.dtype == np.int64
+    assert not (a == channel_subset(448, 100, 1)).all()
+    w = semi_orthogonal(64, 10, 0)
+    np.testing.assert_allclose(w.T @ w, np.eye(10), atol=1e-5)
+
+
+def test_coreset_k_centre_property():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 16)).astype(np.float32)  # <= 64 dims: no projection
+    idx, radius = greedy_coreset(x, 100, seed=0)
+    assert len(np.unique(idx)) == 100
+    d = np.sqrt(((x[:, None] - x[idx][None]) ** 2).sum(-1)).min(1)
+    assert d.max() <= radius * (1 + 1e-4)          # every point within the radius
+    assert d.max() >= radius * (1 - 1e-4)          # and the radius is attained
+    # greedy 2-approximation: centres are pairwise >= radius apart
+    c = x[idx]
+    pd = np.sqrt(((c[:, None] - c[None]) ** 2).sum(-1)) + np.eye(100) * 1e9
+    assert pd.min() >= radius * (1 - 1e-4)
+
+
+def test_coreset_projection_property_in_projected_space():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1500, 200)).astype(np.float32)
+    idx, radius = greedy_coreset(x, 50, seed=3)
+    r = np.random.default_rng(3).standard_normal((200, 64)).astype(np.float32) / 8.0
+    z = x @ r
+    d = np.sqrt(((z[:, None] - z[idx][None]) ** 2).sum(-1)).min(1)
+    assert d.max() <= radius * (1 + 1e-3)
+
+
+def test_knn_matches_brute_force():
+    rng = np.random.default_rng(2)
+    q = rng.normal(size=(50, 24)).astype(np.float32)
+    bank = rng.normal(size=(300, 24)).astype(np.float32)
+    sq, idx = knn(q, bank, 3)
+    ref = ((q[:, None].astype(np.float64) - bank[None]) ** 2).sum(-1)
+    order = np.argsort(ref, axis=1)[:, :3]
+    np.testing.assert_array_equal(idx, order)
+    np.testing.assert_allclose(sq, np.take_along_axis(ref, order, 1), rtol=1e-4, atol=1e-4)
+
+
+def _bank_setup():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(10, 9, 8)).astype(np.float32)
+    return x, rng
+
+
+@pytest.mark.parametrize("search", ["global", "local"])
+def test_patchcore_distances_brute_force(search):
+    x, rng = _bank_setup()
+    est = make_estimator("patchcore", d=8, gamma=1.0, search=search, radius=1)
+    t = est.fit(x, (3, 3), np.arange(10)).tensors
+    q = rng.normal(size=(2, 9, 8)).astype(np.float32)
+    dist, score = est.score(q, t, (3, 3))
+    bank, pos = t["bank"].astype(np.float64), t["bank_pos"]
+    for b in range(2):
+        for p in range(9):
+            ok = np.ones(len(bank), bool) if search == "global" else \
+                (np.abs(pos // 3 - p // 3) <= 1) & (np.abs(pos % 3 - p % 3) <= 1)
+            ref = np.sqrt(((bank[ok] - q[b, p]) ** 2).sum(-1)).min()
+            assert dist[b, p] == pytest.approx(ref, rel=1e-4)
+    # re-weighting (PatchCore Eq. 7) recomputed by brute force, global search only
+    if search == "global":
+        for b in range(2):
+            p = dist[b].argmax()
+            dq = np.sqrt(((bank - q[b, p]) ** 2).sum(-1))
+            m = dq.argmin()
+            nb = np.argsort(((bank - bank[m]) ** 2).sum(-1))[:9]
+            w = 1 - np.exp(dq[m]) / np.exp(dq[nb]).sum()
+            assert score[b] == pytest.approx(w * dist[b, p], rel=1e-4)
+
+
+def test_patchcore_leave_one_out_drops_rows():
+    x, _ = _bank_setup()
+    est = make_estimator("patchcore", d=8, gamma=0.5)
+    groups = np.arange(10) % 3
+    f = est.fit(x, (3, 3), groups)
+    assert len(f.tensors["bank"]) == 45
+    lo = est.fit_without(x, (3, 3), groups, f, 1)
+    assert len(lo.tensors["bank"]) == (f.groups != 1).sum()
+
+
+def test_bad_options():
+    with pytest.raises(UserInputError, match="estimator"):
+        make_estimator("svm")
+    with pytest.raises(UserInputError, match="search"):
+        make_estimator("patchcore", search="fast")
+    with pytest.raises(UserInputError, match="eps"):
+        make_estimator("padim", eps=0)
