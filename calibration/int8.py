@@ -145,5 +145,6 @@ def run(model: str, imgsz=None, opset: int = 17, calib=None, num_calib: int = 64
     quantize(fp32, calib, output, num_calib)
     size = Path(output).stat().st_size / 1e6
     print(f"careg-edge: wrote {output} ({size:.1f} MB, INT8 QDQ, calibrated on {calib}) in "
-          f"{time.perf_counter() - t0:.1f} s; next: careg-edge bench --model {output}")
+          f"{time.perf_counter() - t0:.1f} s; "
+          f"next: careg-edge enroll --support GOOD_DIR --model {output} -o part.careg")
     return Path(output)

@@ -153,7 +153,7 @@ def export_onnx(model: str, output, imgsz=None, opset: int = OPSET, simplify_gra
     if verbose:
         print(f"careg-edge: wrote {output} ({output.stat().st_size / 1e6:.1f} MB, {meta.backbone} "
               f"{size[0]}x{size[1]}, dynamic batch, opset {opset}) in {time.perf_counter() - t0:.1f} s; "
-              f"next: careg-edge enroll GOOD_DIR --model {output} -o part.careg")
+              f"next: careg-edge enroll --support GOOD_DIR --model {output} -o part.careg")
     return output
 
 

@@ -132,7 +132,7 @@ def build_engine(onnx_path, output=None, precision: str = "fp16", batch="1,4,16"
     if verbose:
         print(f"careg-edge: wrote {output} ({output.stat().st_size / 1e6:.1f} MB, {precision}, "
               f"batch {mn}/{opt}/{mx}, {device['gpu_name']}) in {time.perf_counter() - t0:.1f} s; "
-              f"next: careg-edge run --model {output} ...")
+              f"next: careg-edge enroll --support GOOD_DIR --model {output} -o part.careg")
     return output
 
 

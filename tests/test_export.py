@@ -170,3 +170,16 @@ def test_cli_export_checkpoint_of_another_architecture(tmp_path):
     out = _cli("export", str(tmp_path / "other.ckpt"))
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "another architecture" in out.stderr
+
+
+def test_simplify_flag(tmp_path):
+    import importlib.util
+    enc = make_encoder("mobilenet_v2")
+    if importlib.util.find_spec("onnxslim") is None:
+        from careg_edge.errors import MissingDependency
+        with pytest.raises(MissingDependency, match="pip install onnxslim"):
+            export_onnx(enc, tmp_path / "s.onnx", simplify_graph=True, verbose=False)
+        return
+    path = export_onnx(enc, tmp_path / "s.onnx", simplify_graph=True, verbose=False)
+    x = np.random.default_rng(0).standard_normal((4, 3, SIZE, SIZE)).astype(np.float32)
+    _parity(enc, OnnxRuntime(path), x)

@@ -92,3 +92,20 @@ def test_foreign_onnx_refused_before_calibration(tmp_path):
     p = toy_onnx(tmp_path / "foreign.onnx", with_meta=False)
     with pytest.raises(WrongKind):
         quantize(p, tmp_path, tmp_path / "x.onnx")
+
+
+def test_cli_export_onnx_int8(tmp_path):
+    import subprocess
+    import sys
+    good = good_folder(tmp_path / "good", n=4)
+    out = subprocess.run([sys.executable, "-m", "careg_edge.cli", "export", "imagenet:mobilenet_v2",
+                          "--format", "onnx-int8", "--imgsz", "64", "--calib", str(good),
+                          "-o", str(tmp_path / "m.int8.onnx")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-500:]
+    line, = out.stdout.strip().splitlines()
+    assert "m.int8.onnx" in line and "INT8" in line and "next: careg-edge" in line
+    assert read_meta(tmp_path / "m.int8.onnx").extra["precision"] == "int8-qdq"
+    assert read_meta(tmp_path / "m.onnx").input_size == (64, 64)   # the FP32 kept beside it
+    missing = subprocess.run([sys.executable, "-m", "careg_edge.cli", "export", "imagenet:mobilenet_v2",
+                              "--format", "onnx-int8"], capture_output=True, text=True)
+    assert missing.returncode != 0 and "needs --calib" in missing.stderr
