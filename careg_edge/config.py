@@ -71,9 +71,14 @@ def verb_defaults(path: str, cmd: click.Command, table: Dict[str, Any]) -> Dict[
     return out
 
 
+# String options that name files/folders/globs although their click type is text.
+PATH_LIKE = {"support", "images", "video", "jsonl", "model", "profile", "profiles", "output",
+             "out", "data", "save_defects", "calib"}
+
+
 def _resolve_paths(param: click.Parameter, value, base: Path):
-    # Camera indices, URLs and globs stay as written; only click.Path values move.
-    if not isinstance(param.type, click.Path):
+    # Camera indices and URLs stay as written; file/folder/glob options move.
+    if not (isinstance(param.type, click.Path) or param.name in PATH_LIKE):
         return value
     if isinstance(value, list):
         return [_rel(v, base) for v in value]
@@ -81,7 +86,10 @@ def _resolve_paths(param: click.Parameter, value, base: Path):
 
 
 def _rel(v, base: Path):
-    return str(base / v) if isinstance(v, str) and not Path(v).is_absolute() else v
+    # "imagenet:resnet18", URLs and "-" (stdout) are not paths
+    if not isinstance(v, str) or v == "-" or ":" in v or Path(v).is_absolute():
+        return v
+    return str(base / v)
 
 
 def apply_config(ctx: click.Context, settings, path: str) -> None:

@@ -17,9 +17,12 @@ Examples:
               show_default=True, help="Folder for the profile, overlays and report.html.")
 @click.option("--estimator", type=click.Choice(["padim", "orthoad", "patchcore"]), default="patchcore",
               show_default=True, help="Estimator to enroll with.")
+@click.option("--augment", default="none", show_default=True, metavar="none|auto|LIST",
+              help="Support augmentation (see `careg-edge enroll --help`); auto is slower and, "
+                   "for this keyed part, raises the threshold.")
 @click.option("--model", default=None, metavar="PATH", help="Encoder (default: the bundled one).")
 @click.option("--force", is_flag=True, help="Write into --out even if it holds files the demo did not make.")
-def command(out, estimator, model, force):
+def command(out, estimator, augment, model, force):
     """Run the bundled demo offline: enroll a synthetic steel flange on 10 good
     images, inspect 16 test images (good, scratch, dent, stain, missing hole),
     write heatmap overlays and an HTML report, and print where it is.
@@ -30,6 +33,7 @@ def command(out, estimator, model, force):
     from ..demo import run_demo, summary_lines
 
     s = settings()
-    res = run_demo(out, make_inspector(model), estimator=estimator, force=force, log=s.info)
+    res = run_demo(out, make_inspector(model), estimator=estimator, force=force, log=s.info,
+                   augment=augment)
     for line in summary_lines(res):
         click.echo(line)

@@ -55,23 +55,25 @@ def _enroll(insp, files, estimator, augment, seed, target_fpr, s):
 def describe(profile, path: Path) -> list:
     """Human lines about a fresh profile: augmentations, size, threshold, expected rates."""
     info = profile.info or {}
-    aug = info.get("augment") or info.get("augmentations")
+    aug = info.get("augment") or {}
     if isinstance(aug, dict):
-        aug = aug.get("ops") or aug.get("chosen") or aug.get("groups") or aug
-    aug_txt = ", ".join(map(str, aug)) if isinstance(aug, (list, tuple)) else (aug or "none")
+        groups, ops = aug.get("chosen"), aug.get("ops") or []
+        aug_txt = (f"{', '.join(groups)} ({len(ops)} views per image)" if groups
+                   else ", ".join(ops) or "none")
+    else:
+        aug_txt = ", ".join(map(str, aug)) if isinstance(aug, (list, tuple)) else str(aug)
     lines = [f"augmentations: {aug_txt}",
              f"profile: {path} ({path.stat().st_size / 1e6:.2f} MB on disk, "
              f"{profile.nbytes / 1e6:.2f} MB state, {profile.estimator})",
              f"threshold: {profile.threshold:.6g}"]
     cal = info.get("calibration") or {}
-    for key, label in (("target_fpr", "target false-alarm rate"), ("expected_fpr", "expected false-alarm rate"),
-                       ("expected_detection_rate", "expected detection rate"),
-                       ("expected_tpr", "expected detection rate")):
-        if key in cal:
-            lines.append(f"{label}: {float(cal[key]):.1%}")
-    if not any("detection" in ln for ln in lines):
-        lines.append("expected detection rate: not estimated by this profile "
-                     "(no synthetic-defect calibration stored)")
+    if cal.get("target_fpr") is not None:
+        lines.append(f"target false-alarm rate: {float(cal['target_fpr']):.1%}"
+                     + (f" (leave-one-out estimate {float(cal['loo_fpr']):.1%})"
+                        if cal.get("loo_fpr") is not None else ""))
+    rate = cal.get("expected_detection_rate")
+    lines.append(f"expected detection rate: {float(rate):.1%} (on synthetic defects)" if rate is not None
+                 else "expected detection rate: not estimated (no synthetic-defect calibration stored)")
     return lines
 
 

@@ -34,9 +34,13 @@ def encoder_meta(insp):
 
 def check_profiles(profiles, insp) -> None:
     """Refuse mismatched profiles before any camera is opened."""
+    check = getattr(insp, "check", None)  # also compares input sizes
     meta = encoder_meta(insp)
     for p in profiles.values():
-        p.check_encoder(meta.encoder_hash, getattr(meta, "backbone", ""))
+        if check is not None:
+            check(p)
+        else:
+            p.check_encoder(meta.encoder_hash, getattr(meta, "backbone", ""))
 
 
 def _open_out(jsonl):
