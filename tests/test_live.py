@@ -379,3 +379,13 @@ def test_2000_frames_flat_memory_and_every_frame_counted(enrolled, tmp_path):
     assert s.frames == 2000 and s.dropped == 0 and s.unreadable == 0 and s.defects == 20
     assert len(out.read_text().splitlines()) == 2000
     assert rss[1999] - rss[300] < 8.0, rss
+
+
+def test_profile_of_another_format_version_says_which(enrolled, tmp_path):
+    from careg_edge.container import write_container
+    p = Profile.load(enrolled)
+    old = tmp_path / "v2.careg"
+    write_container(old, p.tensors, p.metadata(), "careg-profile", 2)
+    r = CliRunner().invoke(cli, ["run", "--profile", str(old), "--images", str(tmp_path / "good")])
+    assert r.exit_code == 2 and "format version 2" in r.output and "reads version 1" in r.output
+    assert "Traceback" not in r.output and '"frame"' not in r.output
