@@ -1,0 +1,194 @@
+"""The embeddable library without Python: C API, C example, find_package, sanitizers.
+
+One CMake build (AddressSanitizer + UBSan, static library only so it compiles
+in about a minute on 2 cores) serves every test here; profiles are written with
+careg_edge.container using the documented tensor names.
+"""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from careg_edge import _core
+from careg_edge.container import write_container
+from tests import reference as ref
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # one C++ build, ~1 min on 2 idle cores
+
+
+def _cmake():
+    exe = shutil.which("cmake") or str(Path(sys.executable).with_name("cmake"))
+    return exe if Path(exe).exists() or shutil.which(exe) else None
+
+
+def _sanitizers_work(tmp):
+    cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if not cxx:
+        return False
+    src = tmp / "probe.cpp"
+    src.write_text("int main() { return 0; }\n")
+    r = subprocess.run([cxx, "-fsanitize=address,undefined", str(src), "-o", str(tmp / "probe")],
+                       capture_output=True)
+    return r.returncode == 0 and subprocess.run([str(tmp / "probe")]).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("careg_core")
+    cmake = _cmake()
+    if cmake is None:
+        pytest.skip("cmake is not installed")
+    if not _sanitizers_work(tmp):
+        pytest.skip("the C++ compiler lacks -fsanitize=address,undefined")
+    bdir, prefix = tmp / "build", tmp / "prefix"
+    gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+    cfg = [cmake, "-S", str(REPO), "-B", str(bdir), *gen, "-DCAREG_SANITIZE=ON", "-DCAREG_PYTHON=OFF",
+           "-DCAREG_BUILD_TESTS=ON", "-DCAREG_SHARED=OFF", "-DCMAKE_BUILD_TYPE=Release",
+           "-DCMAKE_CXX_FLAGS_RELEASE=-O1", "-DCMAKE_C_FLAGS_RELEASE=-O1",
+           f"-DCMAKE_INSTALL_PREFIX={prefix}"]
+    for cmd in (cfg, [cmake, "--build", str(bdir), "-j2"], [cmake, "--install", str(bdir)]):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert "warning:" not in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+    return {"dir": bdir, "prefix": prefix, "cmake": cmake, "tmp": tmp, "gen": gen}
+
+
+META = dict(threshold="3.0", grid_h="6", grid_w="5", image_h="24", image_w="20", sigma="1.0",
+            encoder_hash="0" * 64, profile="{}")
+
+
+def write_padim(path, f16=True, seed=0, D=8):
+    rng = np.random.default_rng(seed)
+    P = 30
+    L = np.tril(rng.normal(scale=0.1, size=(P, D, D)))
+    L[:, range(D), range(D)] = 1.0
+    factor = ref.pack_factor(L)
+    tensors = {"mean": rng.normal(size=(P, D)).astype(np.float32),
+               "precision_factor": factor.astype(np.float16) if f16 else factor,
+               "channel_index": np.arange(D, dtype=np.int64)}
+    write_container(path, tensors, dict(META, estimator="padim"), "careg-profile", 1)
+    return tensors
+
+
+def write_patchcore(path, seed=0, D=6, M=40):
+    rng = np.random.default_rng(seed)
+    tensors = {"bank": rng.normal(size=(M, D)).astype(np.float32),
+               "bank_pos": rng.integers(0, 30, size=M).astype(np.int32)}
+    write_container(path, tensors, dict(META, estimator="patchcore"), "careg-profile", 1)
+    return tensors
+
+
+def run(exe, *args):
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=1", UBSAN_OPTIONS="halt_on_error=1")
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("kind", ["padim-f16", "padim-f32", "patchcore"])
+def test_sanitized_program_parity_threads_and_fuzz(build, tmp_path, kind):
+    path = tmp_path / "p.careg"
+    if kind == "patchcore":
+        write_patchcore(path)
+    else:
+        write_padim(path, f16=kind.endswith("f16"))
+    r = run(build["dir"] / "careg_core_test", path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "4 concurrent scorers identical" in r.stdout
+    fuzz = [line for line in r.stdout.splitlines() if line.startswith("fuzz:")][0]
+    assert int(fuzz.split()[1]) > 3000 and r.stdout.strip().endswith("OK")
+
+
+def expected_scores(tensors, x, theta_inv, estimator):
+    if estimator == "padim":
+        dist = ref.mahalanobis(x, tensors["mean"], tensors["precision_factor"])
+    else:
+        sq, _ = ref.knn(x.reshape(-1, x.shape[-1]), tensors["bank"], 1)
+        dist = np.sqrt(sq).reshape(x.shape[:2])
+    _, score = ref.anomaly_map(dist.reshape(-1, 6, 5), theta_inv, 24, 20, 1.0)
+    return score
+
+
+def parse(stdout):
+    rows = [line.split() for line in stdout.splitlines() if line.startswith("image ")]
+    return np.array([float(r[3]) for r in rows], np.float32), [r[-1] for r in rows]
+
+
+@pytest.mark.parametrize("estimator", ["padim", "patchcore"])
+def test_c_example_prints_score_and_decision(build, tmp_path, estimator):
+    path = tmp_path / "p.careg"
+    tensors = write_padim(path) if estimator == "padim" else write_patchcore(path)
+    D = 8 if estimator == "padim" else 6
+    rng = np.random.default_rng(3)
+    # near the profile (mean / a bank row) -> OK, far from it -> DEFECT
+    base = tensors["mean"] if estimator == "padim" else tensors["bank"][rng.integers(0, 40, 30)]
+    scale = np.array([0.05, 1.0, 3.0], np.float32)[:, None, None]
+    x = (base + scale * rng.normal(size=(3, 30, D))).astype(np.float32)
+    theta_inv = np.tile(np.array([[0.9, -0.2, 0.05], [0.2, 0.9, -0.1]], np.float32), (3, 1, 1))
+    x.tofile(tmp_path / "x.f32")
+    theta_inv.tofile(tmp_path / "t.f32")
+    r = run(build["dir"] / "careg_score_example", path, tmp_path / "x.f32", tmp_path / "t.f32", 2)
+    assert r.returncode == 0, r.stderr
+    scores, decisions = parse(r.stdout)
+    want = expected_scores(tensors, x, theta_inv, estimator)
+    np.testing.assert_allclose(scores, want, rtol=1e-4)
+    assert decisions == ["DEFECT" if s > 3.0 else "OK" for s in want]
+    assert len(set(decisions)) == 2  # the inputs were scaled so both outcomes occur
+
+
+def test_c_example_refuses_bad_inputs(build, tmp_path):
+    path = tmp_path / "p.careg"
+    write_padim(path)
+    np.zeros(7, np.float32).tofile(tmp_path / "x.f32")
+    r = run(build["dir"] / "careg_score_example", path, tmp_path / "x.f32")
+    assert r.returncode == 1 and "expected raw float32" in r.stderr
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x10
+    (tmp_path / "bad.careg").write_bytes(bytes(raw))
+    np.zeros((1, 30, 8), np.float32).tofile(tmp_path / "x.f32")
+    r = run(build["dir"] / "careg_score_example", tmp_path / "bad.careg", tmp_path / "x.f32")
+    assert r.returncode == 1 and "checksum mismatch" in r.stderr
+    x = np.zeros((1, 30, 8), np.float32)
+    x[0, 4, 2] = np.nan
+    x.tofile(tmp_path / "x.f32")
+    r = run(build["dir"] / "careg_score_example", path, tmp_path / "x.f32")
+    assert r.returncode == 0 and "nan" in r.stdout.lower() and "DEFECT" in r.stdout
+
+
+def test_find_package_from_another_project(build, tmp_path):
+    """An outside CMake project finds the installed package and builds the example."""
+    proj = tmp_path / "consumer"
+    proj.mkdir()
+    shutil.copy(REPO / "cpp" / "examples" / "score.c", proj / "score.c")
+    (proj / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.18)\nproject(consumer C CXX)\n"
+        "find_package(careg_core 0.1 REQUIRED)\nadd_executable(score score.c)\n"
+        "target_link_libraries(score PRIVATE careg::core_static)\n"
+        "set_target_properties(score PROPERTIES LINKER_LANGUAGE CXX)\n")
+    cmake = build["cmake"]
+    for cmd in ([cmake, "-S", str(proj), "-B", str(proj / "b"), *build["gen"],
+                 f"-DCMAKE_PREFIX_PATH={build['prefix']}"], [cmake, "--build", str(proj / "b")]):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    path = tmp_path / "p.careg"
+    write_padim(path)
+    np.ones((2, 30, 8), np.float32).tofile(tmp_path / "x.f32")
+    mine = run(proj / "b" / "score", path, tmp_path / "x.f32")
+    theirs = run(build["dir"] / "careg_score_example", path, tmp_path / "x.f32")
+    assert mine.returncode == 0 and mine.stdout == theirs.stdout
+    assert (build["prefix"] / "include" / "careg_c.h").exists()
+
+
+def test_python_core_agrees_with_c_api_scores(build, tmp_path):
+    """The C path and the Python binding are the same kernels: same numbers."""
+    path = tmp_path / "p.careg"
+    t = write_padim(path, f16=False)
+    x = np.random.default_rng(9).normal(size=(2, 30, 8)).astype(np.float32)
+    x.tofile(tmp_path / "x.f32")
+    scores, _ = parse(run(build["dir"] / "careg_score_example", path, tmp_path / "x.f32").stdout)
+    dist = _core.mahalanobis(x, t["mean"], t["precision_factor"])
+    _, want = _core.anomaly_map(dist.reshape(2, 6, 5), None, 24, 20, 1.0)
+    np.testing.assert_allclose(scores, want, rtol=1e-5)
