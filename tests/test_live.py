@@ -389,3 +389,23 @@ def test_profile_of_another_format_version_says_which(enrolled, tmp_path):
     r = CliRunner().invoke(cli, ["run", "--profile", str(old), "--images", str(tmp_path / "good")])
     assert r.exit_code == 2 and "format version 2" in r.output and "reads version 1" in r.output
     assert "Traceback" not in r.output and '"frame"' not in r.output
+
+
+def test_show_without_display_says_so_and_continues(enrolled, tmp_path, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    vid = write_video(tmp_path / "v.avi", 5)
+    r = CliRunner().invoke(cli, ["run", "--profile", str(enrolled), "--video", str(vid), "--show"])
+    assert r.exit_code == 0 and "--show: cannot open a window" in r.output
+    assert len(lines(r.stdout)) == 5
+
+
+def test_stream_url_is_a_live_source(enrolled, tmp_path):
+    # Any string OpenCV opens; a file path stands in for rtsp:// here. At its end the
+    # "stream" is lost and reopened (live semantics), so --max-frames ends the run.
+    vid = write_video(tmp_path / "cam.avi", 12)
+    r = CliRunner().invoke(cli, ["run", "--profile", str(enrolled), "--stream", str(vid),
+                                 "--max-frames", "30", "--reconnect", "2"])
+    assert r.exit_code == 0, r.output
+    recs = lines(r.stdout)
+    assert len(recs) == 30 and all(x["source"] == f"stream:{vid}" for x in recs)
