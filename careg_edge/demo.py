@@ -87,13 +87,18 @@ def _encoder_name(insp) -> str:
     return f"{m.backbone} ({kind}, {m.encoder_hash[:12]})"
 
 
-def _inspect_one(insp, profile, root, rel, kind, out: Path) -> Row:
-    import cv2
+def _inspect_all(insp, profile, root, items, out: Path) -> List[Row]:
+    """One inspect_batch call (the Inspector batches the encoder), then files per image."""
     from .imageio import read_image
+    rgbs = [read_image(root / rel) for rel, _ in items]
+    results = insp.inspect_batch(rgbs, profile)
+    return [_write_row(rgb, r, root, rel, kind, out) for rgb, r, (rel, kind) in zip(rgbs, results, items)]
+
+
+def _write_row(rgb, r, root, rel, kind, out: Path) -> Row:
+    import cv2
     from .live import heatmap_overlay, put_label
 
-    rgb = read_image(root / rel)
-    r = insp.inspect(rgb, profile)
     stem = rel.replace("test/", "").replace("/", "_").rsplit(".", 1)[0]
     img_rel, ov_rel = f"inputs/{stem}.png", f"overlays/{stem}_overlay.png"
     shutil.copyfile(root / rel, out / img_rel)
@@ -135,7 +140,7 @@ def run_demo(out, insp, estimator: str = "patchcore", force: bool = False,
     prof_path = profile.save(out / "flange.careg")
     items = test_images(root)[:limit]
     log(f"inspecting {len(items)} test images ...")
-    rows = [_inspect_one(insp, profile, root, rel, kind, out) for rel, kind in items]
+    rows = _inspect_all(insp, profile, root, items, out)
     res = DemoResult(out, out / "report.html", Path(prof_path),
                      [f"train/good/{p.name}" for p in support], rows, enroll_s,
                      time.perf_counter() - t0, estimator, _encoder_name(insp),

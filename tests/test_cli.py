@@ -68,6 +68,12 @@ def test_mistyped_verb_choice_and_backend_suggest():
     assert r.exit_code == 2 and "did you mean 'letterbox'" in r.output
 
 
+@pytest.fixture(autouse=True)
+def _no_torch_probe(monkeypatch):
+    # `info` asks torch about CUDA; importing torch costs ~10 s on a loaded 2-core box
+    monkeypatch.setattr("careg_edge.info.collect", lambda: {"careg-edge": "test"})
+
+
 def _info(args):
     r = CliRunner().invoke(cli, args + ["info", "--json"])
     assert r.exit_code == 0, r.output
