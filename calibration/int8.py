@@ -20,10 +20,13 @@ from ..errors import UserInputError
 from ..runtime.base import OUTPUT_NAMES, EncoderMeta
 from ..runtime.onnxruntime_backend import INPUT_NAME, META_KEY, read_meta
 
-# Only the trunk's convolutions are quantised (they are ~all of the FLOPs). The STN
-# subgraph (localisation net, FC head, grid MatMul, GridSample, θ algebra) stays FP32:
-# quantising it moved θ by up to 0.3 and dropped feature cosine to ~0.5 (measured).
-QUANTIZED_OPS = ("Conv",)
+# The trunk is quantised (convolutions with the activations, residual adds and
+# pools around them, so ORT keeps tensors in int8 between convs: measured on
+# ResNet-50 v2 128 px, both more accurate (feat3 cosine 0.987 vs 0.957) and ~12 %
+# faster than convs alone). The STN subgraph (localisation net, FC head, grid MatMul,
+# GridSample, θ algebra) stays FP32: quantising it moved θ by up to 0.3 and dropped
+# feature cosine to ~0.5 (measured).
+QUANTIZED_OPS = ("Conv", "Relu", "Clip", "Add", "MaxPool")
 FP32_SUBGRAPHS = ("/stn",)   # node-name prefixes the torch exporter gives STN modules
 
 
