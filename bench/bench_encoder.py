@@ -150,10 +150,11 @@ def main(argv=None):
                 int8 = quantize(fp32, a.calib, Path(tmp) / f"{bb}.int8.onnx", a.num_calib)
             for rname, fn in runners(enc, fp32, int8, cores).items():
                 for b in batches:
-                    x = np.random.default_rng(0).standard_normal((b, 3, a.size, a.size)).astype(np.float32)
+                    x = np.random.default_rng(0).standard_normal((b, 3, a.size, a.size))
+                    x = x.astype(np.float32)
                     s = time_cell(fn, x, a.budget)
                     row = (f"| {bb} | {weights} | {gf:.2f} | {rname} | {b} | {s * 1e3:.1f} | "
-                           f"{b / s:.1f} | {100 * gf * b / s / peak:.0f}% |")
+                           f"{b / s:.1f} | {100 * gf * b / s / peak:.1f}% |")
                     lines.append(row)
                     print(row, flush=True)
     if a.out:
