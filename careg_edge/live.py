@@ -573,6 +573,9 @@ def run_live(src: Source, inspector, profiles: Dict[str, object], out, opts: Liv
             _loop(cap, inspector, profiles, out, opts, summary, stop, window)
     except KeyboardInterrupt:  # second Ctrl-C: abandon the batch, still summarise
         summary.interrupted = True
+    except BrokenPipeError:  # the consumer (`| head`, a closed socket) went away: stop quietly
+        summary.interrupted = True
+        _silence_stdout(out)
     finally:
         summary.interrupted = summary.interrupted or stop.is_set()
         cap.stop()
@@ -581,9 +584,18 @@ def run_live(src: Source, inspector, profiles: Dict[str, object], out, opts: Liv
         summary.elapsed_s = time.monotonic() - t_start
         if window:
             window.close()
-    if cap.error is not None and not isinstance(cap.error, KeyboardInterrupt):
+    # A reconnect cut short by Ctrl-C is the user's choice, not a lost camera.
+    if cap.error is not None and not summary.interrupted:
         summary.error = cap.error
     return summary
+
+
+def _silence_stdout(out) -> None:
+    if out is sys.stdout:
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
 
 
 def _loop(cap, inspector, profiles, out, opts, summary, stop, window):

@@ -1,7 +1,11 @@
 """`careg-edge enroll`: a few good images of a product -> a profile file (.careg)."""
 from __future__ import annotations
 
+import contextlib
+import sys
 import inspect
+import threading
+import time
 from pathlib import Path
 
 import click
@@ -39,7 +43,7 @@ def _enroll(insp, files, estimator, augment, seed, target_fpr, s):
             raise UserInputError("--target-fpr: this build's Inspector has no FPR calibration")
         kwargs["target_fpr"] = target_fpr
     if "progress" in accepted and not s.quiet:
-        with click.progressbar(length=100, label="enrolling", file=click.get_text_stream("stderr")) as bar:
+        with click.progressbar(length=100, label="enrolling", file=sys.stderr) as bar:
             done = [0]
 
             def progress(frac, stage=""):
@@ -49,7 +53,31 @@ def _enroll(insp, files, estimator, augment, seed, target_fpr, s):
                     done[0] += step
             return insp.enroll([str(f) for f in files], progress=progress, **kwargs)
     s.info(f"enrolling {len(files)} images ...")
-    return insp.enroll([str(f) for f in files], **kwargs)
+    with _ticker(s):
+        return insp.enroll([str(f) for f in files], **kwargs)
+
+
+@contextlib.contextmanager
+def _ticker(s):
+    """Elapsed-time line on a terminal while the Inspector works (it reports no progress)."""
+    err = sys.stderr
+    if s.quiet or not err.isatty():
+        yield
+        return
+    done, t0 = threading.Event(), time.monotonic()
+
+    def tick():
+        while not done.wait(1.0):
+            err.write(f"\r  working ... {time.monotonic() - t0:.0f} s")
+            err.flush()
+    th = threading.Thread(target=tick, daemon=True)
+    th.start()
+    try:
+        yield
+    finally:
+        done.set()
+        th.join()
+        err.write(f"\r  done in {time.monotonic() - t0:.1f} s\n")
 
 
 def describe(profile, path: Path) -> list:
