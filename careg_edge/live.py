@@ -230,7 +230,7 @@ class Capture(threading.Thread):
                 self.q.put(item, timeout=0.1)
                 return
             except queue.Full:
-                if self.stop_event.is_set() and item is not _END:
+                if self.stop_event.is_set():  # nobody reads any more (end marker included)
                     return
 
     def take(self, n: int, timeout: float = 0.2) -> Tuple[List[Frame], bool]:
@@ -577,11 +577,11 @@ def run_live(src: Source, inspector, profiles: Dict[str, object], out, opts: Liv
         summary.interrupted = True
         _silence_stdout(out)
     finally:
+        summary.elapsed_s = time.monotonic() - t_start
         summary.interrupted = summary.interrupted or stop.is_set()
         cap.stop()
         cap.join(timeout=5)
         summary.dropped = cap.dropped
-        summary.elapsed_s = time.monotonic() - t_start
         if window:
             window.close()
     # A reconnect cut short by Ctrl-C is the user's choice, not a lost camera.
