@@ -87,6 +87,7 @@ def test_demo_report_names_every_input_fake_inspector(tmp_path, monkeypatch):
     assert r.exit_code == 2 and "--force" in r.output
 
 
+@pytest.mark.slow
 def test_demo_real_inspector(tmp_path):
     """The shipped path: Inspector(model=None) on the bundled flange."""
     pytest.importorskip("careg_edge.pipeline")
