@@ -62,7 +62,6 @@ class Inspector:
         self.meta = self.runtime.meta
         self.threads, self.batch_size = int(threads), max(1, int(batch_size))
         self._channels = None
-        self._cache: Dict[int, tuple] = {}
 
     # ---- encoder -> features ----------------------------------------------------------
     @property
@@ -123,6 +122,9 @@ class Inspector:
         view_id = np.repeat(np.arange(len(views) + 1), k)
         source = np.tile(np.arange(k), len(views) + 1)
         units = source if k >= 2 else view_id   # leave-one-out unit (see calibration)
+        if len(np.unique(units)) < 2:
+            raise UserInputError("support images: one image and no augmentation leaves nothing "
+                                 "to hold out for the threshold; give >= 2 images or augment")
         t = time.perf_counter()
         fitted = est.fit(feats, spec.grid, units, seed)
         times["fit"] = _ms(t)
@@ -187,13 +189,15 @@ class Inspector:
 
     # ---- inspection ------------------------------------------------------------------
     def _prepared(self, profile: Profile, overrides: dict):
-        key = (id(profile), tuple(sorted(overrides.items())))
-        if key not in self._cache:
+        # cached on the profile object itself: id()-keyed caches go stale when ids are reused
+        cache = profile.__dict__.setdefault("_prepared", {})
+        key = tuple(sorted(overrides.items()))
+        if key not in cache:
             params = dict(profile.info.get("estimator_params", {}), **overrides)
             spec = FeatureSpec.from_dict(profile.info["features"])
             transform = {k: profile.tensors[k] for k in TRANSFORM_KEYS if k in profile.tensors}
-            self._cache[key] = (make_estimator(profile.estimator, **params), spec, transform)
-        return self._cache[key]
+            cache[key] = (make_estimator(profile.estimator, **params), spec, transform)
+        return cache[key]
 
     def check(self, profile: Profile) -> None:
         """Refuse a profile made with another encoder or input size."""

@@ -54,6 +54,7 @@ class Profile:
     def save(self, path) -> Path:
         """Atomic, checksummed write; returns the path."""
         path = Path(path)
+        self.validate(str(path))  # never write a profile the reader would refuse
         write_container(path, self.tensors, self.metadata(), KIND, VERSION)
         self.path = str(path)
         return path
