@@ -302,13 +302,14 @@ def finish_round(job: RoundJob, cat: Category, masks: List[np.ndarray]) -> dict:
     y = np.array([t.label for t in cat.test], np.uint8)
     s = np.array(job.scores, np.float64)
     flagged = np.array(job.flagged, bool)
-    pos, neg = metrics._split_pixels(masks, job.maps)
+    pix_auroc, pix_roc = metrics.pixel_auroc_and_curve(masks, job.maps, CURVE_POINTS)
+    fpr, pro = metrics.pro_curve(masks, job.maps, 0.3)
     f1, f1_thr = metrics.f1_max(y, s)
     res = {
         "category": cat.name, "method": job.cfg.label(), "config": job.cfg.__dict__, "shots": job.k,
         "round": job.rnd, "support": job.support,
-        "image_auroc": metrics.auroc(y, s), "pixel_auroc": metrics.auroc_split(pos, neg),
-        "aupro": metrics.aupro(masks, job.maps, 0.3), "f1_max": f1, "f1_threshold": f1_thr,
+        "image_auroc": metrics.auroc(y, s), "pixel_auroc": pix_auroc,
+        "aupro": metrics.aupro_from_curve(fpr, pro, 0.3), "f1_max": f1, "f1_threshold": f1_thr,
         "fpr_at_threshold": float(flagged[y == 0].mean()) if (y == 0).any() else float("nan"),
         "detection_rate_at_threshold": float(flagged[y == 1].mean()),
         "threshold": job.threshold, "enroll_s": job.enroll_s,
@@ -317,8 +318,7 @@ def finish_round(job: RoundJob, cat: Category, masks: List[np.ndarray]) -> dict:
     }
     arrays = {"scores": s, "labels": y, "flagged": flagged.astype(np.uint8)}
     arrays["image_roc"] = np.stack(metrics.roc_curve(y, s, CURVE_POINTS))
-    arrays["pixel_roc"] = np.stack(metrics.roc_curve_split(pos, neg, CURVE_POINTS))
-    fpr, pro = metrics.pro_curve(masks, job.maps, 0.3)
+    arrays["pixel_roc"] = np.stack(pix_roc)
     step = max(1, fpr.size // CURVE_POINTS)
     arrays["pro_curve"] = np.stack([np.r_[fpr[::step], fpr[-1]], np.r_[pro[::step], pro[-1]]])
     good, bad = np.flatnonzero(y == 0), np.flatnonzero(y == 1)

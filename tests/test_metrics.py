@@ -162,3 +162,15 @@ def test_pixel_metrics_large_input_is_fast():
     metrics.pixel_auroc(masks, maps)
     metrics.aupro(masks, maps)
     assert time.perf_counter() - t < 15.0
+
+
+def test_pixel_auroc_and_curve_agree_with_separate_calls():
+    rng = np.random.default_rng(3)
+    masks = [rng.random((30, 20)) < 0.1 for _ in range(4)]
+    maps = [rng.random(m.shape).astype(np.float32) + m for m in masks]
+    a, (fpr, tpr) = metrics.pixel_auroc_and_curve(masks, maps, 100)
+    assert a == metrics.pixel_auroc(masks, maps)
+    y = np.concatenate([m.ravel() for m in masks])
+    s = np.concatenate([x.ravel() for x in maps])
+    assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc_score(y, s), abs=0.01)
+    assert (np.diff(fpr) >= 0).all() and fpr[0] == 0 and tpr[-1] == 1
