@@ -53,16 +53,18 @@ void anomaly_map(const float* reg, std::size_t B, std::size_t h, std::size_t w,
   std::vector<float> taps = gaussian_taps(sigma);
   int nt = resolve_threads(threads);
   if (B == 0) return;
-  CAREG_CHECK(h > 0 && w > 0 && out_h > 0 && out_w > 0,
+  CAREG_CHECK(h > 0 && w > 0 && out_h > 0 && out_w > 0 && h * w < (std::size_t(1) << 31),
               "anomaly_map: heatmap " << h << "x" << w << " and output " << out_h << "x" << out_w
-                                      << " must be non-empty");
+                                      << " must be non-empty (and the heatmap below 2^31 cells)");
   if (theta_inv)
     for (std::size_t b = 0; b < B; ++b) check_invertible(theta_inv + 6 * b, b);
   // Bands of >= 32 rows keep the recomputed halo (2r rows) a minor cost.
-  std::size_t bands = std::max<std::size_t>(1, std::min<std::size_t>(nt, out_h / 32));
+  // Below ~256k output pixels per call a thread start (~50 us) costs more than it saves.
+  if (B * out_h * out_w < (std::size_t(1) << 18)) nt = 1;
+  std::size_t bands = B >= std::size_t(nt) ? 1 : std::max<std::size_t>(1, std::min<std::size_t>(nt, out_h / 32));
   std::size_t step = (out_h + bands - 1) / bands;
   std::vector<float> band_max(B * bands);
-  parallel_for(B * bands, threads, 1, [&](std::size_t i0, std::size_t i1) {
+  parallel_for(B * bands, nt, 1, [&](std::size_t i0, std::size_t i1) {
     for (std::size_t i = i0; i < i1; ++i) {
       std::size_t b = i / bands, y0 = (i % bands) * step, y1 = std::min(out_h, y0 + step);
       const float* t = theta_inv ? theta_inv + 6 * b : nullptr;
