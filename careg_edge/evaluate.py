@@ -355,8 +355,7 @@ def evaluate(data: Path, outdir: Path, configs: Sequence[EvalConfig], shots: Seq
                 for r in range(rounds):
                     plan.append(RoundJob(cat.name, cfg, k, r, sets[f"{k}/{r}"],
                                          cache_path(outdir, cat.name, cfg, k, r)))
-    done = {id(j): load_round(j.cache) for j in plan}
-    todo = [j for j in plan if done[id(j)] is None]
+    todo = [j for j in plan if not _cached(j)]
     bar = Progress(sum(1 + len(c.test) for c in cats for j in todo if j.cat == c.name), progress)
     inspectors: Dict[tuple, object] = {}
     for cat in cats:
@@ -365,12 +364,18 @@ def evaluate(data: Path, outdir: Path, configs: Sequence[EvalConfig], shots: Seq
     results = []
     for j in plan:
         got = load_round(j.cache)
-        if got is None:
+        if got is None or got[0].get("support") != j.support:
             raise FormatError(f"{j.cache}: result missing after the run; delete it and run again")
         got[0]["cache"] = str(j.cache.relative_to(outdir))
         results.append(got[0])
     return {"data": str(data), "shots": list(shots), "rounds": rounds, "seed": seed,
             "support_dir": str(support_dir), "results": results}
+
+
+def _cached(job: RoundJob) -> bool:
+    """A cached round counts only if it was scored with the same support set."""
+    got = load_round(job.cache)
+    return got is not None and got[0].get("support") == job.support
 
 
 def _map_bytes(cat: Category) -> int:

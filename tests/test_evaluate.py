@@ -170,6 +170,16 @@ def test_resume_skips_cached_rounds_and_chunking_changes_nothing(data, tmp_path)
     (tmp_path / "out" / doc1["results"][1]["cache"]).unlink()
     doc3, _ = _run(data, tmp_path / "out", log, max_map_bytes=1)  # one round per pass
     assert sum(e[0] == "enroll" for e in log) == 1
+    sets = tmp_path / "out/support_sets/widget.json"
+    doc = json.loads(sets.read_text())
+    doc["sets"]["2/1"] = ["000.png", "006.png"]  # an edited support set invalidates its round only
+    sets.write_text(json.dumps(doc))
+    log.clear()
+    _run(data, tmp_path / "out", log)
+    assert sum(e[0] == "enroll" for e in log) == 1
+    sets.write_text(json.dumps(json.loads(sets.read_text()) | {"sets": doc["sets"] | {"2/1": doc1["results"][3]["support"]}}))
+    log.clear()
+    doc3, _ = _run(data, tmp_path / "out", log)  # back to the original set: recomputed, same numbers
     strip = lambda d: [{k: v for k, v in r.items() if k not in ("enroll_s", "infer_ms")} for r in d["results"]]
     assert strip(doc1) == strip(doc2) == strip(doc3)
 
