@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from careg_edge.encoder.careg import CARegEncoder, imagenet_encoder
-from careg_edge.encoder.stn import (MODE_INIT, STN, base_grid, compose, invert, params_to_theta,
-                                    warp)
+from careg_edge.encoder.stn import (MAX_LOG2_SCALE, MAX_SHEAR, MAX_SHIFT, MODE_INIT, STN,
+                                    base_grid, compose, invert, params_to_theta, warp)
 from careg_edge.errors import UserInputError
 
 TRAINABLE_MODES = [m for m in MODE_INIT if m != "identity"]
@@ -52,18 +52,37 @@ def test_stn_identity_init_gives_identity_warp(mode):
 
 @pytest.mark.parametrize("mode", TRAINABLE_MODES)
 def test_params_to_theta_matches_closed_form(mode):
-    a = np.array([0.3, 1.2, 0.7, -0.1, 0.9, 0.2])
-    p = torch.tensor(a[None, :len(MODE_INIT[mode])], dtype=torch.float32)
-    c, s = math.cos(a[0]), math.sin(a[0])
-    expected = {
-        "affine": a.reshape(2, 3),
-        "rotation_scale": [[c * a[1], -s * a[2], 0], [s * a[1], c * a[2], 0]],
-        "rotation": [[c, -s, 0], [s, c, 0]],
-        "translation": [[1, 0, a[0]], [0, 1, a[1]]],
-        "scale": [[a[0], 0, 0], [0, a[1], 0]],
-        "shear": [[1, a[0], 0], [a[1], 1, 0]],
-    }[mode]
+    u = np.array([0.3, 1.2, 0.7, -0.1, 0.9, 0.2])
+    p = torch.tensor(u[None, :len(MODE_INIT[mode])], dtype=torch.float32)
+    sc = lambda v: 2.0 ** (MAX_LOG2_SCALE * np.tanh(v))  # noqa: E731
+    sh, tr = MAX_SHEAR * np.tanh(u), MAX_SHIFT * np.tanh(u)
+    R = lambda a: np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])  # noqa: E731
+    if mode == "affine":
+        lin = R(u[0]) @ np.array([[1, sh[1]], [0, 1]]) @ np.diag([sc(u[2]), sc(u[3])])
+        expected = np.c_[lin, [tr[4], tr[5]]]
+    elif mode == "rotation_scale":
+        expected = np.c_[R(u[0]) @ np.diag([sc(u[1]), sc(u[2])]), [0, 0]]
+    elif mode == "rotation":
+        expected = np.c_[R(u[0]), [0, 0]]
+    elif mode == "translation":
+        expected = [[1, 0, tr[0]], [0, 1, tr[1]]]
+    elif mode == "scale":
+        expected = [[sc(u[0]), 0, 0], [0, sc(u[1]), 0]]
+    else:
+        expected = [[1, sh[0], 0], [sh[1], 1, 0]]
     np.testing.assert_allclose(params_to_theta(p, mode)[0].numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", TRAINABLE_MODES)
+def test_transforms_bounded_and_invertible(mode):
+    """Even extreme raw outputs cannot push the map off the image or collapse it."""
+    p = torch.randn(2000, len(MODE_INIT[mode]), generator=torch.Generator().manual_seed(0)) * 50
+    th = params_to_theta(p, mode).numpy()
+    assert np.abs(th[:, :, 2]).max() <= MAX_SHIFT + 1e-6
+    det = np.linalg.det(th[:, :, :2])
+    assert det.min() > 0.4 and det.max() < 2.5
+    np.testing.assert_array_equal(params_to_theta(torch.zeros(1, p.shape[1]), mode)[0].numpy(),
+                                  np.eye(2, 3))
 
 
 def test_compose_and_invert_match_numpy():

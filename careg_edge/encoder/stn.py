@@ -6,50 +6,73 @@ sampling grid is computed explicitly from θ and a constant base grid, then
 F.grid_sample warps: this exports to ONNX GridSample (opset >= 16) without the
 AffineGrid op that TensorRT's parser may reject.
 
-Modes (paper Table XI); the localisation net's last FC starts at zero weight
-and the bias below, so every mode starts as the identity warp:
-  affine          6 params  θ = [[a, b, tx], [c, d, ty]]
-  rotation_scale  3 params  θ = R(α)·diag(sx, sy)          (default)
-  rotation        1 param   θ = R(α)
-  translation     2 params  θ = [[1, 0, tx], [0, 1, ty]]
-  scale           2 params  θ = diag(sx, sy)
-  shear           2 params  θ = [[1, kx, 0], [ky, 1, 0]]
-  identity        0 params  no localisation net, no warp (ImageNet baseline)
+Modes (paper Table XI). Each raw parameter u goes through a bounded map, so a
+transform can never push the whole map off the image (with border padding that
+would make every registered map the same constant smear: a collapse the
+registration loss rewards, seen in practice with unbounded translations):
+  rotation        α (unbounded: a rotation cannot collapse)
+  scale           s = 2^(MAX_LOG2_SCALE·tanh u)        in [0.71, 1.41]
+  translation     t = MAX_SHIFT·tanh u                  (normalised coords)
+  shear           k = MAX_SHEAR·tanh u
+  rotation_scale  θ = R(α)·diag(sx, sy)                 3 params (default)
+  rotation        θ = R(α)                              1 param
+  translation     θ = [[1, 0, tx], [0, 1, ty]]          2 params
+  scale           θ = diag(sx, sy)                      2 params
+  shear           θ = [[1, kx, 0], [ky, 1, 0]]          2 params
+  affine          θ = [R(α)·[[1, k], [0, 1]]·diag(sx, sy) | t]   6 params (α, k, sx, sy, tx, ty)
+  identity        no localisation net, no warp (ImageNet baseline)
+The localisation net's last FC starts at zero weight and zero bias, and u = 0
+is the identity in every mode, so training starts from the identity warp.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-MODE_INIT = {
-    "affine": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
-    "rotation_scale": (0.0, 1.0, 1.0),
+MODE_INIT = {  # raw parameters of the identity transform (last-FC bias)
+    "affine": (0.0,) * 6,
+    "rotation_scale": (0.0,) * 3,
     "rotation": (0.0,),
     "translation": (0.0, 0.0),
-    "scale": (1.0, 1.0),
+    "scale": (0.0, 0.0),
     "shear": (0.0, 0.0),
     "identity": (),
 }
+MAX_LOG2_SCALE, MAX_SHIFT, MAX_SHEAR = 0.5, 0.3, 0.3
 STN_MODES = tuple(MODE_INIT)
 PADDING_MODE = "border"  # DEVELOPERS.md border policy: zeros would invent edge anomalies
 
 
+def _scale(u):
+    return torch.exp((math.log(2.0) * MAX_LOG2_SCALE) * torch.tanh(u))
+
+
 def params_to_theta(p: torch.Tensor, mode: str) -> torch.Tensor:
-    """[B, n] transform parameters -> θ [B, 2, 3] (elementwise ops only: ONNX-safe)."""
+    """[B, n] raw parameters -> θ [B, 2, 3] (elementwise ops only: ONNX-safe)."""
     one, zero = torch.ones_like(p[:, :1]), torch.zeros_like(p[:, :1])
-    if mode == "affine":
-        return p.reshape(-1, 2, 3)
-    if mode in ("rotation_scale", "rotation"):
+    if mode in ("rotation_scale", "rotation", "affine"):
         c, s = torch.cos(p[:, :1]), torch.sin(p[:, :1])
-        sx, sy = (p[:, 1:2], p[:, 2:3]) if mode == "rotation_scale" else (one, one)
-        rows = [c * sx, -s * sy, zero, s * sx, c * sy, zero]
+        if mode == "rotation":
+            rows = [c, -s, zero, s, c, zero]
+        elif mode == "rotation_scale":
+            sx, sy = _scale(p[:, 1:2]), _scale(p[:, 2:3])
+            rows = [c * sx, -s * sy, zero, s * sx, c * sy, zero]
+        else:
+            k = MAX_SHEAR * torch.tanh(p[:, 1:2])
+            sx, sy = _scale(p[:, 2:3]), _scale(p[:, 3:4])
+            tx, ty = MAX_SHIFT * torch.tanh(p[:, 4:5]), MAX_SHIFT * torch.tanh(p[:, 5:6])
+            rows = [c * sx, (c * k - s) * sy, tx, s * sx, (s * k + c) * sy, ty]
     elif mode == "translation":
-        rows = [one, zero, p[:, :1], zero, one, p[:, 1:2]]
+        t = MAX_SHIFT * torch.tanh(p)
+        rows = [one, zero, t[:, :1], zero, one, t[:, 1:2]]
     elif mode == "scale":
-        rows = [p[:, :1], zero, zero, zero, p[:, 1:2], zero]
+        rows = [_scale(p[:, :1]), zero, zero, zero, _scale(p[:, 1:2]), zero]
     elif mode == "shear":
-        rows = [one, p[:, :1], zero, p[:, 1:2], one, zero]
+        k = MAX_SHEAR * torch.tanh(p)
+        rows = [one, k[:, :1], zero, k[:, 1:2], one, zero]
     else:
         raise ValueError(f"unknown STN mode {mode!r}")
     return torch.cat(rows, dim=1).reshape(-1, 2, 3)
@@ -106,9 +129,9 @@ class STN(nn.Module):
             nn.MaxPool2d(2, 2),
             nn.Conv2d(64, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
             nn.MaxPool2d(2, 2))
-        flat = 16 * max(h // 4, 1) * max(w // 4, 1)
         if h < 4 or w < 4:
             raise ValueError(f"stage map {h}x{w} too small for the STN; use a larger input size")
+        flat = 16 * (h // 4) * (w // 4)  # two floor-halving max-pools
         self.fc = nn.Sequential(nn.Linear(flat, hidden), nn.ReLU(),
                                 nn.Linear(hidden, len(MODE_INIT[mode])))
         nn.init.zeros_(self.fc[2].weight)
