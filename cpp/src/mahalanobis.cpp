@@ -3,11 +3,11 @@
 // B = 1 the kernel is bandwidth-bound (the factor is the big operand), at B = 8
 // it is FMA-bound.
 //
-// z_b = L^T d_b is computed in column panels of 16: for panel c the rows
-// i >= 16c of L contribute d_b[i] * L[i, 16c .. 16c+15], with the 16 outputs of
-// up to 4 images held in registers; only |z_b|^2 is kept. The panel reads the
-// packed layout in place (rows closer than 16 to the diagonal are zero-padded
-// through a small buffer); fp16 factors are first converted per position into
+// z_b = L^T d_b is computed in column panels of 8: for panel c the rows
+// i >= 8c of L contribute d_b[i] * L[i, 8c .. 8c+7], with the 8 outputs of up
+// to 8 images held in registers (one load of L feeds 8 FMAs); only |z_b|^2 is
+// kept. The panel reads the packed layout in place (rows closer than 8 to the
+// diagonal go through a masked load); fp16 factors are first converted per position into
 // an fp32 scratch (sequential, F16C). The next position's fp32 factor is
 // prefetched into L2 while this one is computed: the panel walk is not a
 // pattern the hardware prefetcher follows.
@@ -18,6 +18,9 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include "careg/half.h"
 #include "careg/parallel.h"
@@ -25,7 +28,7 @@
 namespace careg {
 namespace {
 
-constexpr std::size_t W = 16, NB = 4, BSLICE = 16;
+constexpr std::size_t W = 8, NB = 8, BSLICE = 16;
 typedef float v8 __attribute__((vector_size(32)));
 
 inline v8 load8(const float* p) {
@@ -40,29 +43,38 @@ inline float sumsq(v8 a) {
   return s;
 }
 
+// pad[0..8) = row[0..n) then zeros, n < 8, never reading past row[n-1].
+inline void masked_row(const float* row, std::size_t n, float* pad) {
+#if defined(__AVX2__)
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), lane);
+  _mm256_storeu_ps(pad, _mm256_maskload_ps(row, m));
+#else
+  std::memset(pad, 0, W * sizeof(float));
+  std::memcpy(pad, row, n * sizeof(float));
+#endif
+}
+
 // total[b] = |L^T d_b|^2 for nb <= NB images; f = one position's packed factor.
 template <std::size_t nb>
 void tile(const float* f, std::size_t D, const float* const* diff, float* out) {
   float total[NB] = {};
   alignas(32) float pad[W];
   for (std::size_t base = 0; base < D; base += W) {
-    v8 acc[nb][2] = {};
-    for (std::size_t i = base; i < D; ++i) {
-      const float* row = f + i * (i + 1) / 2 + base;
+    v8 acc[nb] = {};
+    const float* row = f + base * (base + 1) / 2 + base;
+    for (std::size_t i = base; i < D; row += ++i) {  // row of i+1 starts i+1 floats later
       std::size_t n = i + 1 - base;
+      v8 l;
       if (n < W) {  // near the diagonal: the next row's values follow, mask them off
-        std::memset(pad, 0, sizeof pad);
-        std::memcpy(pad, row, n * sizeof(float));
-        row = pad;
+        masked_row(row, n, pad);
+        l = load8(pad);
+      } else {
+        l = load8(row);
       }
-      v8 l0 = load8(row), l1 = load8(row + 8);
-      for (std::size_t b = 0; b < nb; ++b) {
-        float a = diff[b][i];
-        acc[b][0] += a * l0;
-        acc[b][1] += a * l1;
-      }
+      for (std::size_t b = 0; b < nb; ++b) acc[b] += diff[b][i] * l;
     }
-    for (std::size_t b = 0; b < nb; ++b) total[b] += sumsq(acc[b][0]) + sumsq(acc[b][1]);
+    for (std::size_t b = 0; b < nb; ++b) total[b] += sumsq(acc[b]);
   }
   for (std::size_t b = 0; b < nb; ++b) out[b] = total[b];
 }
@@ -73,7 +85,11 @@ void dispatch(std::size_t nb, const float* f, std::size_t D, const float* const*
     case 1: return tile<1>(f, D, diff, out);
     case 2: return tile<2>(f, D, diff, out);
     case 3: return tile<3>(f, D, diff, out);
-    default: return tile<4>(f, D, diff, out);
+    case 4: return tile<4>(f, D, diff, out);
+    case 5: return tile<5>(f, D, diff, out);
+    case 6: return tile<6>(f, D, diff, out);
+    case 7: return tile<7>(f, D, diff, out);
+    default: return tile<8>(f, D, diff, out);
   }
 }
 
