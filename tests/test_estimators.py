@@ -73,6 +73,21 @@ def test_coreset_k_centre_property():
     assert pd.min() >= radius * (1 - 1e-4)
 
 
+def test_regional_coreset_covers_every_point():
+    from careg_edge.estimators.patchcore import regional_coreset
+    rng = np.random.default_rng(5)
+    grid, n = (8, 8), 20
+    x = rng.normal(size=(n * 64, 12)).astype(np.float32)
+    pos = np.tile(np.arange(64), n)
+    idx, radius = regional_coreset(x, pos, grid, 160, 4, seed=0)
+    assert 150 <= len(idx) <= 170 and len(np.unique(idx)) == len(idx)
+    d = np.sqrt(((x[:, None] - x[idx][None]) ** 2).sum(-1)).min(1)
+    assert d.max() <= radius * (1 + 1e-4)
+    # each 2x2-cell block keeps about its share
+    blk = (pos[idx] // 8) // 2 * 4 + (pos[idx] % 8) // 2
+    assert np.bincount(blk, minlength=16).min() >= 9
+
+
 def test_coreset_projection_property_in_projected_space():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(1500, 200)).astype(np.float32)

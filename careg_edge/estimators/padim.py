@@ -32,7 +32,8 @@ def gaussian_factor(feats: np.ndarray, eps: float, half: bool = False):
     fac = np.empty((p, len(rows)), np.float16 if half else np.float32)
     for s in range(0, p, CHUNK):
         xc = feats[:, s:s + CHUNK].astype(np.float64) - mean[s:s + CHUNK]
-        cov = np.einsum("npi,npj->pij", xc, xc) / max(n - 1, 1)
+        xt = np.ascontiguousarray(xc.transpose(1, 0, 2))      # [p, n, D]: batched BLAS
+        cov = np.swapaxes(xt, 1, 2) @ xt / max(n - 1, 1)
         cov += eps * np.eye(d)
         prec = np.linalg.inv(cov)
         prec = 0.5 * (prec + np.swapaxes(prec, 1, 2))  # exact symmetry for Cholesky
