@@ -170,13 +170,22 @@ def set_train_mode(enc, head, cfg: TrainConfig) -> None:
 
 def step_loss(enc, head, norm, query, support, cfg, gen):
     """One training step's loss: augmented queries vs their k-shot supports."""
+    from .encoder.heads import inside_image
+    from .encoder.stn import compose
     b, k = support.shape[:2]
-    q = augment(norm(query), random_affine(b, cfg, gen))
+    aug = random_affine(b, cfg, gen)
+    q = augment(norm(query), aug)
     x = torch.cat([q, norm(support.flatten(0, 1))])
-    feats = enc(x)[:3]
+    *feats, theta, _ = enc(x)
     qf = [f[:b] for f in feats]
     sf = [f[b:].reshape(b, k, *f.shape[1:]) for f in feats]
-    return head(qf, sf)
+    # compare only positions that see the image in the query and in every support
+    # (the query's own augmentation also moved pixels in from the border)
+    theta = theta.detach()
+    theta = torch.cat([compose(aug.to(theta).unsqueeze(1), theta[:b]), theta[b:]])
+    valid = inside_image(theta, [f.shape[-2:] for f in feats])
+    masks = [v[:b] & v[b:].reshape(b, k, *v.shape[1:]).all(dim=1) for v in valid]
+    return head(qf, sf, masks)
 
 
 @torch.no_grad()

@@ -107,6 +107,20 @@ def test_loss_matches_reference_formula():
     assert z.grad is None and p.grad is not None
 
 
+def test_inside_image_mask_and_masked_loss():
+    from careg_edge.encoder.heads import inside_image
+    theta = torch.eye(2, 3).repeat(2, 3, 1, 1)
+    theta[1, 2, 0, 2] = 0.5  # stage 3 of image 1 shifted right by a quarter image
+    m = inside_image(theta, [(8, 8), (4, 4), (4, 4)])
+    assert all(v.all() for v in (m[0], m[1], m[2][0]))
+    xs = (np.arange(4) * 2 + 1) / 4 - 1 + 0.5  # sampled x of each column
+    np.testing.assert_array_equal(m[2][1].numpy(), np.tile(np.abs(xs) <= 1, (4, 1)))
+    p, z = torch.randn(1, 3, 2, 2), torch.randn(1, 3, 2, 2)
+    mask = torch.tensor([[[True, False], [False, True]]])
+    cos = F.cosine_similarity(p, z, dim=1)[0]
+    torch.testing.assert_close(negative_cosine(p, z, mask), -(cos[0, 0] + cos[1, 1]) / 2)
+
+
 def _cfg(data, tmp_path, **kw):
     base = dict(roots=[str(data)], out=str(tmp_path / "run"), backbone="mobilenet_v2",
                 weights=None, image_size=64, k_shot=2, batch_size=2, steps=2, lr=0.05,

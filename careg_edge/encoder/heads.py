@@ -44,18 +44,36 @@ class RegistrationHead(nn.Module):
         self.stages = tuple(stages)
         self.heads = nn.ModuleDict({str(k): StageHead(channels[k]) for k in self.stages})
 
-    def forward(self, query_feats, support_feats):
-        """query_feats[k]: [B,C,h,w]; support_feats[k]: [B,K,C,h,w] -> scalar loss."""
+    def forward(self, query_feats, support_feats, masks=None):
+        """query_feats[k]: [B,C,h,w]; support_feats[k]: [B,K,C,h,w]; masks[k]: optional
+        [B,h,w] bool of the positions to compare -> scalar loss."""
         losses = []
         for k in self.stages:
             head = self.heads[str(k)]
             support = support_feats[k].mean(dim=1)  # accumulate the k shots (Eq. 3)
             z_q, p_q = head(query_feats[k])
             z_s, p_s = head(support)
-            losses.append(0.5 * negative_cosine(p_q, z_s) + 0.5 * negative_cosine(p_s, z_q))
+            m = None if masks is None else masks[k]
+            losses.append(0.5 * negative_cosine(p_q, z_s, m) + 0.5 * negative_cosine(p_s, z_q, m))
         return torch.stack(losses).mean()
 
 
-def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """−cos(p, sg(z)) over channels, per spatial position, averaged."""
-    return -F.cosine_similarity(p, z.detach(), dim=1).mean()
+def negative_cosine(p: torch.Tensor, z: torch.Tensor, mask=None) -> torch.Tensor:
+    """−cos(p, sg(z)) over channels, per spatial position, averaged (over `mask`)."""
+    cos = F.cosine_similarity(p, z.detach(), dim=1)
+    if mask is None:
+        return -cos.mean()
+    m = mask.to(cos.dtype)
+    return -(cos * m).sum() / m.sum().clamp(min=1.0)
+
+
+def inside_image(theta: torch.Tensor, shapes) -> list:
+    """Per stage, [B,h,w] bool: does the registered position sample inside the image?
+    theta: cumulative [B,3,2,3]. Positions that read the clamped border carry no
+    information; comparing them would reward pushing the map off the image."""
+    from .stn import base_grid
+    out = []
+    for k, (h, w) in enumerate(shapes):
+        g = base_grid(h, w).to(theta) @ theta[:, k].transpose(1, 2)  # [B, h*w, 2]
+        out.append((g.abs() <= 1.0).all(dim=-1).reshape(-1, h, w))
+    return out
