@@ -235,7 +235,9 @@ class Inspector:
             profile = Profile.load(profile)
         self.check(profile)
         est, spec, transform = self._prepared(profile, overrides)
-        images = [images] if isinstance(images, (str, Path)) else list(images)
+        single = isinstance(images, (str, Path)) or (isinstance(images, np.ndarray)
+                                                      and images.ndim in (2, 3))
+        images = [images] if single else list(images)
         results: List[Result] = []
         for s in range(0, len(images), self.batch_size):
             results += self._inspect_chunk(images[s:s + self.batch_size], s, profile, est, spec,
