@@ -157,8 +157,11 @@ def _worst_grid(loaded_one, path: Path, data_root: Path) -> str:
             except Exception:  # the data moved: still show the heatmap
                 pass
             ax.imshow(heat, cmap="jet", alpha=0.45)
-            ax.set_title(f"{kind.replace('_', ' ')}\n{Path(r['test_files'][i]).name} "
-                         f"s={a['scores'][i]:.3g}", fontsize=7)
+            flagged = bool(a["flagged"][i])
+            verdict = {"false_positive": "FALSE POSITIVE" if flagged else "good, passed",
+                       "missed_defect": "defect, caught" if flagged else "MISSED"}[kind]
+            ax.set_title(f"{'highest good' if kind == 'false_positive' else 'lowest defect'}: "
+                         f"{verdict}\n{r['test_files'][i]} s={a['scores'][i]:.3g}", fontsize=7)
     fig.suptitle(f"{r['category']} {r['method']} K={r['shots']} round 0, threshold {r['threshold']:.3g}",
                  fontsize=9)
     fig.tight_layout()
