@@ -140,6 +140,16 @@ def test_patchcore_distances_brute_force(search):
             assert score[b] == pytest.approx(w * dist[b, p], rel=1e-4)
 
 
+def test_local_search_falls_back_where_the_window_is_empty():
+    est = make_estimator("patchcore", d=4, search="local", radius=0)
+    t = {"bank": np.eye(4, dtype=np.float32), "bank_pos": np.array([0, 0, 1, 1], np.int32)}
+    q = np.full((1, 4, 4), 0.25, np.float32)
+    dist, score = est.score(q, t, (2, 2))
+    ref = np.sqrt(((t["bank"] - 0.25) ** 2).sum(-1)).min()
+    np.testing.assert_allclose(dist, ref, rtol=1e-5)
+    assert np.isfinite(score).all()
+
+
 def test_patchcore_leave_one_out_drops_rows():
     x, _ = _bank_setup()
     est = make_estimator("patchcore", d=8, gamma=0.5)

@@ -12,7 +12,8 @@ greedy k-centre coreset, nearest-neighbour distance, re-weighted image score.
 * Search: "global" = every bank patch (faiss IndexFlatL2 when installed, else the
   compiled core); "local" = registered local search: features are aligned by
   registration, so a query at grid cell p is compared only with bank patches whose
-  own cell lies within +-radius rows and columns (compiled core `knn_local`).
+  own cell lies within +-radius rows and columns (compiled core `knn_local`); a cell
+  with no bank patch in that window falls back to the whole bank.
 * Image score (PatchCore Eq. 7): s* = the largest patch distance, m* its nearest
   bank patch, N_b(m*) the b nearest bank patches of m*;
   score = (1 - softmax(|x* - m|, m in N_b(m*))[m*]) * s*  (PatchCore's own
@@ -141,7 +142,10 @@ class PatchCore(Estimator):
         if self.search == "local":
             sq, nn = _core.knn_local(q, bank, tensors["bank_pos"], grid[0], grid[1],
                                      self.radius, 1, threads)
-            sq, nn = sq[..., 0], nn[..., 0]
+            sq, nn = sq[..., 0].copy(), nn[..., 0].copy()
+            empty = nn < 0   # no bank patch within the radius: search the whole bank
+            if empty.any():
+                sq[empty], nn[empty] = (a[:, 0] for a in knn(q[empty], bank, 1, threads))
         else:
             sq, nn = knn(q.reshape(b * p, d), bank, 1, threads)
             sq, nn = sq.reshape(b, p), nn.reshape(b, p)
