@@ -12,7 +12,6 @@ refused with one line.
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
