@@ -57,7 +57,9 @@ def write_container(path, tensors: Mapping[str, np.ndarray], metadata: Mapping[s
     header: Dict[str, object] = {"__metadata__": meta}
     blobs, offset = [], 0
     for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
+        arr = np.asarray(arr)
+        if not arr.flags.c_contiguous:  # (ascontiguousarray would turn 0-d into [1])
+            arr = arr.copy(order="C")
         dt = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
         if np.dtype(dt) not in _NAMES:
             raise TypeError(f"tensor {name!r}: unsupported dtype {arr.dtype}")
@@ -80,6 +82,10 @@ def atomic_write_bytes(path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes 0600 files; a profile is shared like any other file.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

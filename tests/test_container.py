@@ -60,3 +60,16 @@ def test_checksum_detects_data_change(tmp_path):
     raw[-1] ^= 1
     with pytest.raises(ChecksumMismatch, match="corrupt"):
         container.parse_container(bytes(raw), "x", "careg-test", 3)
+
+
+def test_scalar_tensor_keeps_its_shape(tmp_path):
+    p = tmp_path / "s.bin"
+    container.write_container(p, {"n": np.array(7, np.int64)}, {}, kind="careg-test", version=1)
+    got, _ = container.read_container(p, "careg-test", 1)
+    assert got["n"].shape == () and int(got["n"]) == 7
+
+
+def test_written_file_is_readable_by_others(tmp_path):
+    p, _ = _write(tmp_path)
+    import os
+    assert p.stat().st_mode & 0o044 == 0o044 or (os.umask(0o022) & 0o044)
