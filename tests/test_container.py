@@ -70,6 +70,10 @@ def test_scalar_tensor_keeps_its_shape(tmp_path):
 
 
 def test_written_file_is_readable_by_others(tmp_path):
-    p, _ = _write(tmp_path)
     import os
-    assert p.stat().st_mode & 0o044 == 0o044 or (os.umask(0o022) & 0o044)
+    old = os.umask(0o022)
+    try:
+        p, _ = _write(tmp_path)
+    finally:
+        os.umask(old)
+    assert p.stat().st_mode & 0o777 == 0o644
