@@ -21,7 +21,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "mpdd" / "metal_plate"
 BACKBONES = {"resnet18": (64, 128, 256), "wide_resnet50_2": (256, 512, 1024),
-             "resnet50v2": (256, 512, 1024), "efficientnet_lite0": (40, 80, 112),
+             "resnet50v2": (256, 512, 1024), "efficientnet_lite0": (24, 40, 112),
              "mobilenet_v2": (24, 32, 96)}
 
 

@@ -21,7 +21,7 @@ PatchCore additionally averages each position with its 3x3 neighbourhood
 
 Dimensions per backbone (concatenation feat1|feat2|feat3):
   resnet18 64+128+256 = 448, wide_resnet50_2 / resnet50v2 256+512+1024 = 1792,
-  efficientnet_lite0 and mobilenet_v2 per their EncoderMeta.channels.
+  efficientnet_lite0 24+40+112 = 176, mobilenet_v2 24+32+96 = 152.
 Default subsets (seeded with the enroll seed, stored in the profile as
 channel_index): PaDiM 100 channels, PatchCore 256; OrthoAD projects all Din
 channels to 100 with a seeded semi-orthogonal matrix.
