@@ -5,13 +5,14 @@ import click
 @click.command("build-engine")
 @click.argument("onnx", type=click.Path(dir_okay=False))
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16",
-              show_default=True)
+              show_default=True, help="Engine precision (int8 needs --calib good images).")
 @click.option("--batch", default="1,4,16", show_default=True,
               help="Optimisation profile MIN,OPT,MAX batch.")
 @click.option("--workspace", default=2048, type=int, show_default=True,
               help="Builder workspace limit in MiB.")
 @click.option("--calib", default=None, help="int8: folder of good images for the entropy calibrator.")
-@click.option("--num-calib", default=64, type=int, show_default=True)
+@click.option("--num-calib", default=64, type=int, show_default=True,
+              help="INT8: good images used for calibration (spread over the folder).")
 @click.option("--timing-cache", default=None, help="Timing cache file, read and updated.")
 @click.option("-o", "--output", default=None, help="Engine file (default: ONNX name + .engine).")
 def command(onnx, precision, batch, workspace, calib, num_calib, timing_cache, output):

@@ -12,14 +12,16 @@ _BACKBONES = ["resnet50v2", "efficientnet_lite0", "mobilenet_v2", "resnet18", "w
 @click.option("-o", "--out", default="runs/train", show_default=True, type=click.Path(path_type=Path),
               help="Output folder: last.ckpt (resumable) and train_log.jsonl.")
 @click.option("--exclude", multiple=True, help="Leave this category out (repeatable).")
-@click.option("--backbone", type=click.Choice(_BACKBONES), default="resnet50v2", show_default=True)
+@click.option("--backbone", type=click.Choice(_BACKBONES), default="resnet50v2", show_default=True,
+              help="CNN trunk (stem + three stages at strides 4/8/16).")
 @click.option("--weights", default="default", show_default=True,
               help="Trunk init: 'default' (bundled ImageNet file), a .pth/.safetensors path, or 'none'.")
-@click.option("--stn-mode", type=click.Choice(_STN_MODES), default="rotation_scale", show_default=True)
+@click.option("--stn-mode", type=click.Choice(_STN_MODES), default="rotation_scale", show_default=True,
+              help="Transform family each spatial transformer may learn (paper Table XI).")
 @click.option("--image-size", default=224, show_default=True, help="Square input size (multiple of 16).")
 @click.option("--k-shot", default=2, show_default=True, help="Support images per query.")
 @click.option("--batch-size", default=4, show_default=True, help="Queries per step.")
-@click.option("--epochs", default=1, show_default=True)
+@click.option("--epochs", default=1, show_default=True, help="Passes over the query images (ignored when --steps is set).")
 @click.option("--steps", default=0, show_default=True, help="Fixed number of steps (overrides --epochs).")
 @click.option("--lr", default=1e-4, show_default=True, help="SGD lr (momentum 0.9, cosine schedule).")
 @click.option("--frozen-stages", default=0, show_default=True, type=click.IntRange(0, 3),
@@ -33,7 +35,7 @@ _BACKBONES = ["resnet50v2", "efficientnet_lite0", "mobilenet_v2", "resnet18", "w
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.ckpt.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--threads", default=0, show_default=True, help="CPU threads (0 = torch default).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed for sampling, augmentation and head init.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(roots, out, exclude, backbone, weights, stn_mode, image_size, k_shot, batch_size, epochs,
             steps, lr, frozen_stages, train_bn, max_rotation, holdout, eval_every, save_every,
