@@ -2,8 +2,10 @@
 
 Negatives: leave-one-out. The support is split into units (the K support images
 when K >= 2; the augmented views of the single image when K = 1). For each of up
-to `max_units` units the estimator is re-fitted without it and the unit's own
-views (original + its augmented views) are scored: each score is what a good
+to `max_units` units the estimator is re-fitted without it (all its views) and
+the unit is scored: with K >= 2 only the held-out image itself, as inspection
+never augments (its flipped/rotated views would set the threshold above real
+defects); with K = 1 the held-out augmented view. Each score is what a good
 image the estimator has not seen gets.
 
 Positives: synthetic defects (careg_edge.synth) pasted on the held-out unit's

@@ -147,7 +147,10 @@ class Inspector:
         fitted = est.fit(feats, spec.grid, units, seed)
         times["fit"] = _ms(t)
         t = time.perf_counter()
-        calib = self._calibrate(est, spec, transform, fitted, feats, thetas, units, source, rgbs,
+        # Inspection never augments, so with K >= 2 the held-out image is scored as it
+        # is; its flipped/rotated views would push the threshold above real defects.
+        probe = view_id == 0 if k >= 2 else np.ones(len(units), bool)
+        calib = self._calibrate(est, spec, transform, fitted, feats, thetas, units, probe, source, rgbs,
                                 sigma, target_fpr, max_units, synth_per_unit, seed)
         times["calibrate"] = _ms(t)
         info = {"encoder": self.meta.to_dict(), "features": spec.to_dict(),
@@ -181,7 +184,7 @@ class Inspector:
                 {"request": "auto", "method": select, "distances": dists, "chosen": chosen,
                  "ops": ops, "rule": "keep groups with distance <= mean distance"})
 
-    def _calibrate(self, est, spec, transform, fitted, feats, thetas, units, source, rgbs, sigma,
+    def _calibrate(self, est, spec, transform, fitted, feats, thetas, units, probe, source, rgbs, sigma,
                    target_fpr, max_units, synth_per_unit, seed):
         from .calibration.threshold import calibrate, pick_units
         held = pick_units(units, max_units, seed)
@@ -193,7 +196,7 @@ class Inspector:
             return loo[u]
 
         def score_good(u):
-            rows = units == u
+            rows = (units == u) & probe
             return self._image_scores(feats[rows], thetas[rows], state(u), est, spec, sigma)
 
         def score_synth(u):

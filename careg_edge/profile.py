@@ -43,6 +43,12 @@ class Profile:
     info: dict = field(default_factory=dict)   # the `profile` JSON (spec, augment, calib...)
     path: Optional[str] = None
 
+    def __repr__(self) -> str:  # the dataclass repr would print every tensor
+        k = self.info.get("support", {}).get("k", "?")
+        return (f"Profile({self.estimator}, K={k}, threshold={self.threshold:.4g}, "
+                f"grid={self.grid[0]}x{self.grid[1]}, {self.nbytes / 1e6:.1f} MB, "
+                f"encoder {self.encoder_hash[:12]}{', ' + self.path if self.path else ''})")
+
     # ---- writing -------------------------------------------------------------------
     def metadata(self) -> Dict[str, str]:
         return {"estimator": self.estimator, "threshold": repr(float(self.threshold)),

@@ -98,6 +98,16 @@ def test_profile_records_enrollment(insp):
     assert prof.tensors["channel_index"].shape == (10,)
 
 
+def test_threshold_scores_held_out_images_unaugmented(insp):
+    # Inspection never augments: with K >= 2 each held-out image gives exactly one
+    # negative score (its own), not one per flipped/rotated view.
+    prof = insp.enroll([_texture(s) for s in (4, 5, 6)], estimator="padim",
+                       augment="flipping", d=10, seed=0)
+    c = prof.info["calibration"]
+    assert prof.info["support"]["n_views"] > 3
+    assert c["n_good"] == len(c["held_out_units"]) == 3
+
+
 @pytest.mark.parametrize("mode", ["registered", "unwarp"])
 def test_both_localisation_modes_put_the_peak_on_the_defect(mode):
     # Registered maps shifted by a quarter of the image: features (unwarp) or the
