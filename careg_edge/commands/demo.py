@@ -17,9 +17,9 @@ Examples:
               show_default=True, help="Folder for the profile, overlays and report.html.")
 @click.option("--estimator", type=click.Choice(["padim", "orthoad", "patchcore"]), default="patchcore",
               show_default=True, help="Estimator to enroll with.")
-@click.option("--augment", default="none", show_default=True, metavar="none|auto|LIST",
-              help="Support augmentation (see `careg-edge enroll --help`); auto is slower and, "
-                   "for this keyed part, raises the threshold.")
+@click.option("--augment", default="auto", show_default=True, metavar="none|auto|LIST",
+              help="Support augmentation (see `careg-edge enroll --help`); auto picks the "
+                   "views by Wasserstein distance, none is faster.")
 @click.option("--model", default=None, metavar="PATH", help="Encoder (default: the bundled one).")
 @click.option("--force", is_flag=True, help="Write into --out even if it holds files the demo did not make.")
 def command(out, estimator, augment, model, force):
