@@ -142,6 +142,9 @@ def _worst_grid(loaded_one, path: Path, data_root: Path) -> str:
     ncol = max(len(r["worst"][k]) for k in kinds)
     fig, axes = plt.subplots(len(kinds), ncol, figsize=(2.2 * ncol, 2.4 * len(kinds)), squeeze=False)
     root = Path(data_root) / r["category"]
+    # one colour scale for the whole grid, so colours compare across images
+    thumbs = [a[f"{k}_{j}"] for k in kinds for j in range(len(r["worst"][k]))]
+    vmin, vmax = min(float(t.min()) for t in thumbs), max(float(t.max()) for t in thumbs)
     for row, kind in enumerate(kinds):
         for col in range(ncol):
             ax = axes[row][col]
@@ -156,13 +159,15 @@ def _worst_grid(loaded_one, path: Path, data_root: Path) -> str:
                 ax.imshow(img)
             except Exception:  # the data moved: still show the heatmap
                 pass
-            ax.imshow(heat, cmap="jet", alpha=0.45)
+            ax.imshow(heat, cmap="jet", alpha=0.45, vmin=vmin, vmax=vmax)
             flagged = bool(a["flagged"][i])
             verdict = {"false_positive": "FALSE POSITIVE" if flagged else "good, passed",
                        "missed_defect": "defect, caught" if flagged else "MISSED"}[kind]
             ax.set_title(f"{'highest good' if kind == 'false_positive' else 'lowest defect'}: "
-                         f"{verdict}\n{r['test_files'][i]} s={a['scores'][i]:.3g}", fontsize=7)
-    fig.suptitle(f"{r['category']} {r['method']} K={r['shots']} round 0, threshold {r['threshold']:.3g}",
+                         f"{verdict}\n{Path(r['test_files'][i]).parent.name}/{Path(r['test_files'][i]).name[:12]} "
+                         f"s={a['scores'][i]:.3g}", fontsize=7)
+    fig.suptitle(f"{r['category']} {r['method']} K={r['shots']} round 0, threshold {r['threshold']:.3g}; "
+                 f"heatmap colours share one scale [{vmin:.3g}, {vmax:.3g}]",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
