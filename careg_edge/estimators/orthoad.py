@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _core
-from .base import Estimator, Fitted
-from .padim import gaussian_factor
+from .padim import PaDiM
 
 
 def semi_orthogonal(d_in: int, d: int, seed: int) -> np.ndarray:
@@ -19,22 +17,10 @@ def semi_orthogonal(d_in: int, d: int, seed: int) -> np.ndarray:
     return (q * np.sign(np.diag(r))).astype(np.float32)  # sign fix: unique Haar sample
 
 
-class OrthoAD(Estimator):
-    name = "orthoad"
+class OrthoAD(PaDiM):
+    """PaDiM's Gaussian fit and scorer on projected instead of sub-sampled channels."""
 
-    def __init__(self, d: int = 100, eps: float = 0.01, fp16: bool = False, **_):
-        super().__init__(d=d, eps=eps, fp16=fp16)
-        self.d, self.eps, self.fp16 = d, eps, fp16
+    name = "orthoad"
 
     def input_transform(self, d_in, seed):
         return {"projection": semi_orthogonal(d_in, self.d, seed)}
-
-    def fit(self, feats, grid, groups, seed=0):
-        mean, fac = gaussian_factor(feats, self.eps, self.fp16)
-        return Fitted({"mean": mean, "precision_factor": fac},
-                      {"n_samples": int(feats.shape[0]), "dim": int(feats.shape[2])})
-
-    def score(self, feats, tensors, grid, threads=0):
-        d = _core.mahalanobis(np.ascontiguousarray(feats, np.float32), tensors["mean"],
-                              tensors["precision_factor"], threads)
-        return d, None
