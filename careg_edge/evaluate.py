@@ -417,5 +417,3 @@ def _run_category(cat: Category, jobs: List[RoundJob], inspectors, make_inspecto
             for j in chunk:
                 finish_round(j, cat, masks)
                 j.profile = None
-            # Inspector caches per-profile state by id(); a freed profile's id can be reused
-            getattr(insp, "_cache", {}).clear()

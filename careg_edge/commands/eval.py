@@ -27,10 +27,13 @@ def _ints(text: str, opt: str):
 @click.option("--estimator", default="patchcore", show_default=True,
               help="Estimator(s), comma separated: patchcore, padim, orthoad.")
 @click.option("--localisation", type=click.Choice(["feature-unwarp", "registered-frame"]),
-              default="feature-unwarp", show_default=True)
+              default="feature-unwarp", show_default=True,
+              help="Unwarp features to image coordinates before scoring, or score in the "
+                   "registered frame and unwarp the heatmap.")
 @click.option("--augment", default="auto", show_default=True, help="Support augmentation policy.")
 @click.option("--model", default=None, help="Encoder: checkpoint, .onnx, .engine or imagenet:<backbone>.")
-@click.option("--backend", default="auto", show_default=True)
+@click.option("--backend", default="auto", show_default=True,
+              help="Encoder runtime: auto, torch, onnxruntime, onnxruntime-cuda, tensorrt.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the support-set draw and augmentation.")
 @click.option("--support-sets", type=click.Path(path_type=Path), default=None,
               help="Folder of support-set JSON files to share across runs (default OUTDIR/support_sets).")
