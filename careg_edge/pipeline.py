@@ -74,6 +74,7 @@ class Inspector:
         self.meta = self.runtime.meta
         self.threads, self.batch_size = int(threads), max(1, int(batch_size))
         self._channels = None
+        self._progress = lambda frac, stage="": None  # set per enroll() call
 
     # ---- encoder -> features ----------------------------------------------------------
     @property
@@ -108,10 +109,14 @@ class Inspector:
     def enroll(self, images, estimator: str = "patchcore", augment="auto", seed: int = 0,
                select: str = "wasserstein", localisation: str = "unwarp",
                target_fpr: float = 0.01, sigma: float = 4.0, max_units: int = 4,
-               synth_per_unit: int = 4, **estimator_params) -> Profile:
-        """K good images (paths or arrays) -> Profile. See docs/profile-format.md."""
+               synth_per_unit: int = 4, progress=None, **estimator_params) -> Profile:
+        """K good images (paths or arrays) -> Profile. See docs/profile-format.md.
+
+        progress: optional callable(fraction_done in [0, 1], stage name), called as
+        enrollment moves through load, encode, augment, fit and calibrate."""
         if not 0 < target_fpr < 1:
             raise UserInputError(f"target_fpr: must be in (0, 1), got {target_fpr}")
+        self._progress = progress or (lambda frac, stage="": None)
         with single_thread_blas():
             return self._enroll(images, estimator, augment, seed, select, localisation,
                                 target_fpr, sigma, max_units, synth_per_unit, estimator_params)
@@ -124,6 +129,7 @@ class Inspector:
             [images] if isinstance(images, (str, Path, np.ndarray)) else list(images))]
         rgbs = [preprocess.resize(x, size) for x in preprocess.load_all(images, "support images")]
         times["load"] = _ms(t)
+        self._progress(0.05, "load")
         est = make_estimator(estimator, **estimator_params)
         spec = FeatureSpec(self.meta.backbone, self.channels, size, est.grid_stride,
                            localisation, est.aggregate)
@@ -131,6 +137,7 @@ class Inspector:
         t = time.perf_counter()
         f0, th0 = self._features(rgbs, spec, transform)
         times["encode_support"] = _ms(t)
+        self._progress(0.15, "encode")
         t = time.perf_counter()
         views, record = self._augment(rgbs, f0, spec, transform, augment, select)
         times["augment_select"] = _ms(t)
@@ -146,6 +153,7 @@ class Inspector:
         t = time.perf_counter()
         fitted = est.fit(feats, spec.grid, units, seed)
         times["fit"] = _ms(t)
+        self._progress(0.7, "fit")
         t = time.perf_counter()
         # Inspection never augments, so with K >= 2 the held-out image is scored as it
         # is; its flipped/rotated views would push the threshold above real defects.
@@ -153,6 +161,7 @@ class Inspector:
         calib = self._calibrate(est, spec, transform, fitted, feats, thetas, units, probe, source, rgbs,
                                 sigma, target_fpr, max_units, synth_per_unit, seed)
         times["calibrate"] = _ms(t)
+        self._progress(1.0, "calibrate")
         info = {"encoder": self.meta.to_dict(), "features": spec.to_dict(),
                 "localisation": localisation, "estimator_params": est.params,
                 "estimator_stats": fitted.stats, "augment": record, "calibration": calib,
@@ -165,17 +174,27 @@ class Inspector:
         return Profile(est.name, tensors, calib["threshold"], spec.grid, size, sigma,
                        self.meta.encoder_hash, info)
 
+    def _view(self, images, spec, transform, i, n):
+        """Features of one augmented view of the support set; progress 0.15 -> 0.6."""
+        out = self._features(images, spec, transform)
+        self._progress(0.15 + 0.45 * (i + 1) / max(n, 1), "augment")
+        return out
+
     def _augment(self, rgbs, f0, spec, transform, augment, select):
         """-> ([(features, thetas) per op], record for the profile)."""
         if augment != "auto":
             ops = aug.expand(augment)
-            return ([self._features(aug.apply([op], rgbs), spec, transform) for op in ops],
+            return ([self._view(aug.apply([op], rgbs), spec, transform, i, len(ops))
+                     for i, op in enumerate(ops)],
                     {"request": augment if isinstance(augment, str) else list(augment),
                      "ops": ops})
         base = selection.pool(f0, spec.grid)
         dists, per_group = {}, {}
+        n_ops = sum(len(ops) for ops in aug.CANDIDATES.values())
         for group, ops in aug.CANDIDATES.items():
-            per_group[group] = [self._features(aug.apply([op], rgbs), spec, transform) for op in ops]
+            done = sum(len(v) for v in per_group.values())
+            per_group[group] = [self._view(aug.apply([op], rgbs), spec, transform, done + i, n_ops)
+                                for i, op in enumerate(ops)]
             fv = np.concatenate([v[0] for v in per_group[group]])
             dists[group] = selection.distance(base, selection.pool(fv, spec.grid), select)
         chosen = selection.choose(dists)
@@ -196,6 +215,7 @@ class Inspector:
             return loo[u]
 
         def score_good(u):
+            self._progress(0.7 + 0.3 * held.index(u) / len(held), "calibrate")
             rows = (units == u) & probe
             return self._image_scores(feats[rows], thetas[rows], state(u), est, spec, sigma)
 

@@ -151,3 +151,12 @@ def test_mixed_modes_and_sizes_are_converted(insp, tmp_path):
     prof = insp.enroll(files, estimator="padim", augment="none", d=10)
     assert prof.info["support"]["k"] == 5 and np.isfinite(prof.threshold)
     assert insp.inspect(files[-1], prof).anomaly_map.shape == (50, 80)
+
+
+def test_enroll_reports_monotonic_progress_to_one(insp):
+    seen = []
+    insp.enroll([_texture(s) for s in (7, 8)], estimator="padim", augment="flipping", d=10,
+                progress=lambda frac, stage="": seen.append((frac, stage)))
+    fracs = [f for f, _ in seen]
+    assert fracs == sorted(fracs) and fracs[-1] == 1.0 and 0 < fracs[0] < 0.2
+    assert {"load", "encode", "augment", "fit", "calibrate"} <= {s for _, s in seen}

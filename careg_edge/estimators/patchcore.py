@@ -9,8 +9,8 @@ greedy k-centre coreset, nearest-neighbour distance, re-weighted image score.
   its own greedy coreset (its share of M): regions^2 times cheaper, and every patch
   still lies within the reported radius of a bank patch (the covering guarantee of
   k-centre holds per block, hence overall). regions=1 is the plain global coreset.
-* Search: "global" = every bank patch (faiss IndexFlatL2 when installed, else the
-  compiled core); "local" = registered local search: features are aligned by
+* Search: "global" = every bank patch (faiss IndexFlatL2 when installed, on the GPU
+  with faiss-gpu and a CUDA device, else the compiled core); "local" = registered local search: features are aligned by
   registration, so a query at grid cell p is compared only with bank patches whose
   own cell lies within +-radius rows and columns (compiled core `knn_local`); a cell
   with no bank patch in that window falls back to the whole bank.
@@ -89,9 +89,19 @@ def knn(q: np.ndarray, bank: np.ndarray, k: int, threads: int = 0):
     if threads > 0:
         faiss.omp_set_num_threads(threads)
     index = faiss.IndexFlatL2(bank.shape[1])
+    if _faiss_gpu(faiss):  # faiss-gpu ([gpu] extra) + a CUDA device: exact flat L2 on GPU 0
+        index = faiss.index_cpu_to_gpu(_faiss_gpu.res, 0, index)
     index.add(bank)
     d, i = index.search(q, k)
     return np.maximum(d, 0), i.astype(np.int64)
+
+
+def _faiss_gpu(faiss) -> bool:
+    """True when this faiss build has GPU support and sees a device (untested here: no GPU)."""
+    if not hasattr(_faiss_gpu, "res"):
+        ok = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+        _faiss_gpu.res = faiss.StandardGpuResources() if ok else None
+    return _faiss_gpu.res is not None
 
 
 class PatchCore(Estimator):
