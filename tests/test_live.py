@@ -46,7 +46,8 @@ class FakeInspector:
         a = cv2.cvtColor(as_rgb8(img), cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
         return cv2.resize(a, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
 
-    def enroll(self, images, estimator="patchcore", augment="auto", seed=0):
+    def enroll(self, images, estimator="patchcore", augment="auto", seed=0, target_fpr=0.01,
+               progress=None):
         g = np.stack([self._grey(i) for i in images])
         mean = g.mean(0)
         worst = max(float(cv2.GaussianBlur(np.abs(x - mean), (0, 0), 1).max()) for x in g)

@@ -1,11 +1,7 @@
 """`careg-edge enroll`: a few good images of a product -> a profile file (.careg)."""
 from __future__ import annotations
 
-import contextlib
 import sys
-import inspect
-import threading
-import time
 from pathlib import Path
 
 import click
@@ -35,49 +31,21 @@ def check_output(out: Path, force: bool) -> None:
 
 
 def _enroll(insp, files, estimator, augment, seed, target_fpr, s):
-    # Optional keywords are passed only if this Inspector accepts them.
-    accepted = inspect.signature(insp.enroll).parameters
     kwargs = {"estimator": estimator, "augment": augment, "seed": seed}
     if target_fpr is not None:
-        if "target_fpr" not in accepted:
-            raise UserInputError("--target-fpr: this build's Inspector has no FPR calibration")
         kwargs["target_fpr"] = target_fpr
-    if "progress" in accepted and not s.quiet:
-        with click.progressbar(length=100, label="enrolling", file=sys.stderr) as bar:
-            done = [0]
+    paths = [str(f) for f in files]
+    if s.quiet:
+        return insp.enroll(paths, **kwargs)
+    with click.progressbar(length=100, label="enrolling", file=sys.stderr) as bar:
+        done = [0]
 
-            def progress(frac, stage=""):
-                step = int(round(float(frac) * 100)) - done[0]
-                if step > 0:
-                    bar.update(step)
-                    done[0] += step
-            return insp.enroll([str(f) for f in files], progress=progress, **kwargs)
-    s.info(f"enrolling {len(files)} images ...")
-    with _ticker(s):
-        return insp.enroll([str(f) for f in files], **kwargs)
-
-
-@contextlib.contextmanager
-def _ticker(s):
-    """Elapsed-time line on a terminal while the Inspector works (it reports no progress)."""
-    err = sys.stderr
-    if s.quiet or not err.isatty():
-        yield
-        return
-    done, t0 = threading.Event(), time.monotonic()
-
-    def tick():
-        while not done.wait(1.0):
-            err.write(f"\r  working ... {time.monotonic() - t0:.0f} s")
-            err.flush()
-    th = threading.Thread(target=tick, daemon=True)
-    th.start()
-    try:
-        yield
-    finally:
-        done.set()
-        th.join()
-        err.write(f"\r  done in {time.monotonic() - t0:.1f} s\n")
+        def progress(frac, stage=""):
+            step = int(round(float(frac) * 100)) - done[0]
+            if step > 0:
+                bar.update(step)
+                done[0] += step
+        return insp.enroll(paths, progress=progress, **kwargs)
 
 
 def describe(profile, path: Path) -> list:
