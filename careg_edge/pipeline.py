@@ -9,10 +9,9 @@ Inspection:  preprocess -> encode -> features -> estimator score (compiled core)
 """
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -26,41 +25,23 @@ from .profile import Profile
 from .runtime.base import Runtime
 
 __all__ = ["Inspector", "Result", "open_runtime"]
-DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.onnx"
 TRANSFORM_KEYS = ("channel_index", "projection")
 
 
 def open_runtime(model=None, backend: str = "auto", threads: int = 0) -> Runtime:
-    """A Runtime instance, path, "imagenet:<backbone>" or None (bundled default)."""
+    """A Runtime instance, a model path, "imagenet:<backbone>" or None (the bundled
+    encoder, resolved by runtime.load_runtime)."""
     if isinstance(model, Runtime):
         return model
-    if model is None:
-        if DEFAULT_MODEL.is_file():
-            model = str(DEFAULT_MODEL)
-        elif importlib.util.find_spec("torch") is not None:
-            model = "imagenet:resnet50v2"   # until the bundled ONNX exists
-        else:
-            raise UserInputError("model=None: no bundled encoder (careg_edge/models/default.onnx) "
-                                 "and no torch; pass model='path/to/encoder.onnx'")
-    try:
-        from .runtime import load_runtime
-    except ImportError:
-        load_runtime = None
-    if load_runtime is not None:
-        return load_runtime(model, backend, threads, verbose=False)
-    from .runtime.torch_backend import TorchRuntime
-    return TorchRuntime(model, threads=threads)
+    from .runtime import load_runtime
+    return load_runtime(model, backend, threads, verbose=False)
 
 
 def single_thread_blas():
     """Batched small LAPACK calls (100x100 inverses, eigh) run far faster with one
     BLAS thread per process than with OpenBLAS threads fighting over busy cores
     (measured 0.7 s vs 5.6 s for 256 inverses on 2 loaded cores)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        import contextlib
-        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
     return threadpool_limits(limits=1, user_api="blas")
 
 
