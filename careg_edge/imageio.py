@@ -60,19 +60,15 @@ def to_rgb8(im, path) -> np.ndarray:
         a = (a >> 8) if a.max(initial=0) > 255 else a
         return np.repeat(a.astype(np.uint8)[..., None], 3, axis=2)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        from PIL import Image
         im = im.convert("RGBA")
-        black = Image_new(im.size)
+        black = Image.new("RGB", im.size, (0, 0, 0))
         black.paste(im, mask=im.split()[-1])
         im = black
     a = np.asarray(im.convert("RGB"), dtype=np.uint8)
     if a.ndim != 3 or a.shape[2] != 3 or a.size == 0:
         raise UserInputError(f"{path}: unsupported image layout {a.shape}")
     return np.ascontiguousarray(a)
-
-
-def Image_new(size):
-    from PIL import Image
-    return Image.new("RGB", size, (0, 0, 0))
 
 
 def as_rgb8(image, name: str = "image") -> np.ndarray:

@@ -79,13 +79,18 @@ class EfficientNetLite0Trunk(Trunk):
     def stage(self, k, x):
         if k == 0:
             x = F.relu6(self._bn0(self._conv_stem(x)))
-        lo = 0 if k == 0 else self.taps[k - 1] + 1
-        for i in range(lo, self.taps[k] + 1):
-            x = self._blocks[i](x)
-        return x
+        return _run_stage(self._blocks, self.taps, k, x)
 
     def stage_of(self, param_name: str) -> int:
         return _tapped_stage(self.taps, param_name, "_blocks")
+
+
+def _run_stage(blocks, taps, k, x):
+    """Blocks after tap k-1 up to and including tap k: stage k of a tapped trunk."""
+    lo = 0 if k == 0 else taps[k - 1] + 1
+    for i in range(lo, taps[k] + 1):
+        x = blocks[i](x)
+    return x
 
 
 def _tapped_stage(taps, param_name, container):
@@ -136,10 +141,7 @@ class MobileNetV2Trunk(Trunk):
         self.features = nn.Sequential(*layers)
 
     def stage(self, k, x):
-        lo = 0 if k == 0 else self.taps[k - 1] + 1
-        for i in range(lo, self.taps[k] + 1):
-            x = self.features[i](x)
-        return x
+        return _run_stage(self.features, self.taps, k, x)
 
     def stage_of(self, param_name: str) -> int:
         return _tapped_stage(self.taps, param_name, "features")
