@@ -203,6 +203,27 @@ def test_memo_runtime_encodes_each_image_once():
     assert len(calls) == 1 and memo.misses == 1
     insp.runtime.infer(x + 1)
     assert len(calls) == 2
+    insp.runtime.infer(x)          # not only the last batch: an earlier one is still held
+    assert len(calls) == 2 and memo.saved_ms >= 0
+
+
+def test_memo_runtime_lru_is_bounded_by_bytes():
+    calls = []
+
+    class RT:
+        def infer(self, b):
+            calls.append(1)
+            return {"feat1": np.zeros(250, np.float32)}   # 1000 bytes per entry
+
+    memo = ev._MemoRuntime(RT(), max_bytes=2500)
+    xs = [np.full((1, 1), i, np.float32) for i in range(3)]
+    for x in xs:
+        memo.infer(x)
+    assert len(memo._lru) == 2 and memo._bytes == 2000   # the oldest was evicted
+    memo.infer(xs[0])
+    assert len(calls) == 4                                # ... so it is encoded again
+    memo.infer(xs[2])
+    assert len(calls) == 4
 
 
 def test_report_writes_json_html_and_pngs(data, tmp_path):
@@ -241,3 +262,20 @@ def test_cli_eval_with_fake_inspector(data, tmp_path, monkeypatch, capsys):
 class FakeInspectorFactory:
     def __call__(self, cfg):
         return FakeInspector([])
+
+
+def test_validation_good_stands_in_when_test_good_is_missing(data, tmp_path):
+    """The partial MVTec LOCO copy has no test/good: validation/good (disjoint from the
+    train/good supports) provides the good test images, and results say so."""
+    import shutil
+    base = data / "widget"
+    shutil.move(str(base / "test" / "good"), str(base / "validation" / "good"))
+    cat = ev.load_category(data, "widget")
+    assert cat.good_source == "validation/good"
+    goods = [t for t in cat.test if not t.label]
+    assert len(goods) == 3 and all("validation/good" in str(t.path) for t in goods)
+    doc, _ = _run(data, tmp_path / "out", [])
+    assert {r["good_test_source"] for r in doc["results"]} == {"validation/good"}
+    assert all(np.isfinite(r["image_auroc"]) for r in doc["results"])
+    train = {p.name for p in cat.train}
+    assert all(not set(r["support"]) - train for r in doc["results"])
