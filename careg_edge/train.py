@@ -6,7 +6,11 @@ folder is never listed, opened or read. Categories stay separate because every
 step pairs a query with k support images of its own category. The query gets a
 random affine (rotation, scale, translation) so the STNs have a misalignment
 to undo; the loss (encoder/heads.py) pulls the registered query towards the
-averaged support.
+averaged support. A second, self-registration term compares the registered maps
+of the augmented query with those of the same query unaugmented: nothing but an
+STN that undoes the augmentation can lower it (the heads cannot absorb a
+misalignment of an image with itself). Synthetic normal categories
+(synth_categories.py) can be added to the real ones with `synthetic=N`.
 
 Optimiser as in the paper: SGD, momentum 0.9, lr 1e-4, cosine schedule.
 Checkpoints (encoder/checkpoint.py) are written atomically every `save_every`
@@ -52,6 +56,9 @@ class TrainConfig:
     max_scale: float = 0.1
     max_translation: float = 0.1            # fraction of the half-width (normalised coords)
     holdout: int = 0                        # images per category kept out for the val cosine
+    self_weight: float = 1.0                # weight of the self-registration (equivariance) loss
+    synthetic: int = 0                      # first N categories of synth_categories.CATEGORIES
+    synthetic_images: int = 200             # images per synthetic category
     eval_every: int = 0
     save_every: int = 200
     seed: int = 0
@@ -168,24 +175,44 @@ def set_train_mode(enc, head, cfg: TrainConfig) -> None:
                 m.eval()
 
 
-def step_loss(enc, head, norm, query, support, cfg, gen):
-    """One training step's loss: augmented queries vs their k-shot supports."""
-    from .encoder.heads import inside_image
+def step_terms(enc, head, norm, query, support, cfg, gen):
+    """One step's loss terms -> (registration loss, self-registration loss or None).
+
+    Registration: augmented queries vs their k-shot supports, through the heads.
+    Self-registration (only when cfg.self_weight > 0): the unaugmented queries ride
+    in the same batch and their registered maps are the stop-gradient target of the
+    augmented queries' registered maps. With self_weight == 0 nothing extra is
+    encoded, so the step is exactly the registration-only step."""
+    from .encoder.heads import inside_image, self_registration_loss
     from .encoder.stn import compose
     b, k = support.shape[:2]
     aug = random_affine(b, cfg, gen)
-    q = augment(norm(query), aug)
-    x = torch.cat([q, norm(support.flatten(0, 1))])
-    *feats, theta, _ = enc(x)
+    plain = norm(query)
+    q = augment(plain, aug)
+    with_self = cfg.self_weight > 0
+    n = b * (1 + k)  # queries + supports; the plain queries (if any) follow
+    batch = [q, norm(support.flatten(0, 1))] + ([plain] if with_self else [])
+    *feats, theta, _ = enc(torch.cat(batch))
     qf = [f[:b] for f in feats]
-    sf = [f[b:].reshape(b, k, *f.shape[1:]) for f in feats]
+    sf = [f[b:n].reshape(b, k, *f.shape[1:]) for f in feats]
     # compare only positions that see the image in the query and in every support
     # (the query's own augmentation also moved pixels in from the border)
     theta = theta.detach()
     theta = torch.cat([compose(aug.to(theta).unsqueeze(1), theta[:b]), theta[b:]])
     valid = inside_image(theta, [f.shape[-2:] for f in feats])
-    masks = [v[:b] & v[b:].reshape(b, k, *v.shape[1:]).all(dim=1) for v in valid]
-    return head(qf, sf, masks)
+    masks = [v[:b] & v[b:n].reshape(b, k, *v.shape[1:]).all(dim=1) for v in valid]
+    reg = head(qf, sf, masks)
+    if not with_self:
+        return reg, None
+    # same rule for the self term: positions inside the image in both copies
+    self_masks = [v[:b] & v[n:] for v in valid]
+    return reg, self_registration_loss(qf, [f[n:] for f in feats], self_masks)
+
+
+def step_loss(enc, head, norm, query, support, cfg, gen):
+    """One training step's total loss: registration + self_weight * self-registration."""
+    reg, self_term = step_terms(enc, head, norm, query, support, cfg, gen)
+    return reg if self_term is None else reg + cfg.self_weight * self_term
 
 
 @torch.no_grad()
@@ -203,14 +230,12 @@ def registration_cosine(enc, query: torch.Tensor, support: torch.Tensor, stage: 
 def train(cfg: TrainConfig) -> Path:
     """Run training; returns the path of the final checkpoint."""
 
-    if cfg.k_shot < 1 or cfg.batch_size < 1:
-        raise UserInputError("--k-shot and --batch-size must be at least 1")
+    check_options(cfg)
     torch.manual_seed(cfg.seed)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = _device(cfg.device)
-    cats = discover(cfg.roots, cfg.exclude, min_images=cfg.k_shot + 1 + max(cfg.holdout, 0))
-    images = {c: load_images(f, cfg.image_size) for c, f in cats.items()}
+    images = training_images(cfg)
     held = {c: v[-cfg.holdout:] for c, v in images.items()} if cfg.holdout > 0 else {}
     images = {c: v[:-cfg.holdout] for c, v in images.items()} if cfg.holdout > 0 else images
     n_img = sum(len(v) for v in images.values())
@@ -236,15 +261,18 @@ def train(cfg: TrainConfig) -> Path:
         t0 = time.perf_counter()
         _set_lr(opt, cfg.lr, step, total)
         q, s = sampler.draw(cfg.batch_size)
-        loss = step_loss(enc, head, norm, q, s.to(device), cfg, gen)
+        reg, self_term = step_terms(enc, head, norm, q, s.to(device), cfg, gen)
+        loss = reg if self_term is None else reg + cfg.self_weight * self_term
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         ips = cfg.batch_size * (cfg.k_shot + 1) / (time.perf_counter() - t0)
-        rec = {"step": step + 1, "loss": loss.item(), "lr": opt.param_groups[0]["lr"],
-               "images_per_s": round(ips, 2)}
+        rec = {"step": step + 1, "loss": loss.item(), "loss_reg": reg.item(),
+               "loss_self": None if self_term is None else self_term.item(),
+               "lr": opt.param_groups[0]["lr"], "images_per_s": round(ips, 2)}
         if held and cfg.eval_every > 0 and ((step + 1) % cfg.eval_every == 0 or step + 1 == total):
             rec["val_cosine"] = heldout_cosine(enc, held, norm, cfg)
+            rec["val_slope"], rec["val_corr"] = heldout_rotation(enc, held, norm, cfg)
             set_train_mode(enc, head, cfg)
         log.write(rec)
         bar.update(1)
@@ -254,6 +282,46 @@ def train(cfg: TrainConfig) -> Path:
     bar.close()
     _save(last, enc, head, opt, params, config, total)
     return last
+
+
+def check_options(cfg: TrainConfig) -> None:
+    """Option values that cannot work: one line each, before any data is read."""
+    from .synth_categories import CATEGORIES
+    if cfg.k_shot < 1 or cfg.batch_size < 1:
+        raise UserInputError("--k-shot and --batch-size must be at least 1")
+    if not (math.isfinite(cfg.self_weight) and cfg.self_weight >= 0):
+        raise UserInputError(f"--self-weight {cfg.self_weight}: must be a number >= 0 "
+                             "(0 = registration loss only)")
+    if not 0 <= cfg.synthetic <= len(CATEGORIES):
+        raise UserInputError(f"--synthetic {cfg.synthetic}: must be 0..{len(CATEGORIES)} "
+                             f"(categories in order: {', '.join(CATEGORIES)})")
+    need = cfg.k_shot + 1 + max(cfg.holdout, 0)
+    if cfg.synthetic and cfg.synthetic_images < need:
+        raise UserInputError(f"--synthetic-images {cfg.synthetic_images}: need at least {need} "
+                             "(1 query + k support + holdout per category)")
+    if not cfg.roots and not cfg.synthetic:
+        raise UserInputError("no dataset roots given; pass at least one folder in MVTec AD layout "
+                             "or --synthetic N")
+    if not cfg.roots and cfg.exclude:
+        raise UserInputError(f"--exclude {cfg.exclude[0]}: applies to dataset roots, none given")
+
+
+def training_images(cfg: TrainConfig) -> Dict[str, torch.Tensor]:
+    """{category: uint8 [N,3,S,S]}: the discovered real categories, then the first
+    cfg.synthetic synthetic ones as `synthetic/<name>` (each its own category)."""
+    from .synth_categories import CATEGORIES, make_category
+    images = {}
+    if cfg.roots:
+        cats = discover(cfg.roots, cfg.exclude, min_images=cfg.k_shot + 1 + max(cfg.holdout, 0))
+        images = {c: load_images(f, cfg.image_size) for c, f in cats.items()}
+    for name in CATEGORIES[:cfg.synthetic]:
+        key = f"synthetic/{name}"
+        if key in images:
+            raise UserInputError(f"{key}: a dataset root is also named 'synthetic'; rename it "
+                                 "or drop --synthetic")
+        arr = make_category(name, cfg.synthetic_images, cfg.image_size, cfg.seed)
+        images[key] = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+    return images
 
 
 def heldout_cosine(enc, held: Dict[str, torch.Tensor], norm, cfg: TrainConfig) -> float:
@@ -269,6 +337,59 @@ def heldout_cosine(enc, held: Dict[str, torch.Tensor], norm, cfg: TrainConfig) -
         s = norm(torch.roll(imgs, 1, dims=0))
         vals.append(registration_cosine(enc, q, s))
     return float(np.mean(vals)) if vals else float("nan")
+
+
+DIAG_SEED, DIAG_DRAWS = 54321, 2  # rotation diagnostic: fixed angles, 2 per held image
+
+
+def rotation_theta(angles: torch.Tensor) -> torch.Tensor:
+    """[n] radians -> [n,2,3] pure rotations about the image centre (augment's θ)."""
+    c, s, z = torch.cos(angles), torch.sin(angles), torch.zeros_like(angles)
+    return torch.stack([torch.stack([c, -s, z], 1), torch.stack([s, c, z], 1)], 1)
+
+
+def theta_angle(theta: torch.Tensor) -> torch.Tensor:
+    """Rotation angle (radians) of [...,2,3] affines: atan2(θ[1,0], θ[0,0])."""
+    return torch.atan2(theta[..., 1, 0], theta[..., 0, 0])
+
+
+@torch.no_grad()
+def heldout_rotation(enc, held: Dict[str, torch.Tensor], norm, cfg: TrainConfig):
+    """Per-image registration check -> (slope, corr) of predicted vs applied angle.
+
+    Each held-out image is rotated by DIAG_DRAWS known angles in ±max_rotation
+    (fixed generator: the same angles at every evaluation); the prediction is the
+    rotation of the stage-3 cumulative θ. augment samples the image at A·p, so the
+    registered map, which samples at A·θ·p, is the original when θ = A⁻¹: an STN
+    that undoes each rotation gives slope −1 (corr −1). One common rotation for
+    every image gives slope ≈ 0 whatever its size (pooled over categories)."""
+    gen = torch.Generator().manual_seed(DIAG_SEED)
+    was = enc.training
+    enc.eval()
+    applied, predicted = [], []
+    for name in sorted(held):
+        imgs = held[name].repeat(DIAG_DRAWS, 1, 1, 1)
+        ang = (torch.rand(len(imgs), generator=gen) * 2 - 1) * math.radians(cfg.max_rotation)
+        theta = enc(augment(norm(imgs), rotation_theta(ang)))[3][:, 2]
+        applied.append(ang)
+        predicted.append(theta_angle(theta).cpu().double())
+    enc.train(was)
+    return angle_fit(torch.cat(applied).double().numpy(), torch.cat(predicted).numpy())
+
+
+def angle_fit(applied: np.ndarray, predicted: np.ndarray):
+    """Least-squares slope and Pearson correlation of predicted vs applied angle.
+    Predictions are unwrapped around their circular mean first, so a common
+    rotation near ±180° does not split the cloud. NaN when undefined (no spread)."""
+    centre = math.atan2(np.sin(predicted).mean(), np.cos(predicted).mean())
+    pred = centre + np.angle(np.exp(1j * (predicted - centre)))
+    da, dp = applied - applied.mean(), pred - pred.mean()
+    var_a, var_p = (da ** 2).sum(), (dp ** 2).sum()
+    if var_a <= 1e-12:
+        return float("nan"), float("nan")
+    slope = float((da * dp).sum() / var_a)
+    corr = float((da * dp).sum() / math.sqrt(var_a * var_p)) if var_p > 1e-12 else float("nan")
+    return slope, corr
 
 
 def _device(name: str) -> torch.device:
@@ -315,7 +436,8 @@ def _resume(path: Path, cfg, enc, head, opt, params) -> int:
 
 
 class _Log:
-    """JSON lines of step, loss, lr, images/s (and val_cosine): the learning curve."""
+    """JSON lines of step, loss (loss_reg, loss_self), lr, images/s (and val_cosine,
+    val_slope, val_corr): the learning curve."""
 
     def __init__(self, path: Path, fresh: bool):
         path.parent.mkdir(parents=True, exist_ok=True)

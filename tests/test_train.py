@@ -234,8 +234,9 @@ def test_registration_cosine_improves_after_short_training(short_training):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="after 40 steps the STNs apply one common shift to every "
-                   "image instead of undoing each image's own shift (docs/training.md)")
+@pytest.mark.xfail(strict=False, reason="after 40 steps the STNs apply mostly one common shift; "
+                   "the self-registration term (default) raises r above 0.5 but the slope stays "
+                   "small and seed-dependent (docs/training.md)")
 def test_registration_undoes_each_images_shift(short_training):
     """The stricter reading: the query's learned shift relative to its original's
     undoes the shift applied to it. q(x) = img(x + t), so registering q samples it

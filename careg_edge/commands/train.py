@@ -8,7 +8,7 @@ _BACKBONES = ["resnet50v2", "efficientnet_lite0", "mobilenet_v2", "resnet18", "w
 
 
 @click.command("train")
-@click.argument("roots", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("roots", nargs=-1, type=click.Path(path_type=Path))
 @click.option("-o", "--out", default="runs/train", show_default=True, type=click.Path(path_type=Path),
               help="Output folder: last.ckpt (resumable) and train_log.jsonl.")
 @click.option("--exclude", multiple=True, help="Leave this category out (repeatable).")
@@ -28,9 +28,22 @@ _BACKBONES = ["resnet50v2", "efficientnet_lite0", "mobilenet_v2", "resnet18", "w
               help="Freeze stem+stage1 (1), +stage2 (2), whole trunk (3).")
 @click.option("--train-bn", is_flag=True, help="Update the trunk's BN statistics (large batches only).")
 @click.option("--max-rotation", default=30.0, show_default=True, help="Query augmentation, degrees.")
+@click.option("--self-weight", default=1.0, show_default=True, type=float,
+              help="Weight W of the self-registration loss: registered maps of the augmented query "
+                   "vs the same query unaugmented (only an STN that undoes the augmentation lowers "
+                   "it). Total = registration + W * self; 0 = registration loss only.")
+@click.option("--synthetic", default=0, show_default=True, type=int,
+              help="Add the first N procedural normal categories (gear, pcb, plate, bottle, knurl, "
+                   "bracket, washer), each a separate category 'synthetic/<name>'; with N > 0 ROOTS "
+                   "may be empty.")
+@click.option("--synthetic-images", default=200, show_default=True, type=int,
+              help="Images per synthetic category.")
 @click.option("--holdout", default=0, show_default=True,
-              help="Normal images per category held out for the registration cosine curve.")
-@click.option("--eval-every", default=0, show_default=True, help="Steps between held-out evaluations.")
+              help="Normal images per category held out for the validation curve.")
+@click.option("--eval-every", default=0, show_default=True,
+              help="Steps between held-out evaluations: val_cosine, and val_slope/val_corr of the "
+                   "stage-3 rotation vs a known applied rotation (-1 = undoes each image's rotation, "
+                   "0 = one common transform).")
 @click.option("--save-every", default=200, show_default=True, help="Steps between checkpoints.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.ckpt.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
@@ -38,17 +51,19 @@ _BACKBONES = ["resnet50v2", "efficientnet_lite0", "mobilenet_v2", "resnet18", "w
 @click.option("--seed", default=0, show_default=True, help="Seed for sampling, augmentation and head init.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(roots, out, exclude, backbone, weights, stn_mode, image_size, k_shot, batch_size, epochs,
-            steps, lr, frozen_stages, train_bn, max_rotation, holdout, eval_every, save_every,
-            resume, device, threads, seed, quiet):
+            steps, lr, frozen_stages, train_bn, max_rotation, self_weight, synthetic,
+            synthetic_images, holdout, eval_every, save_every, resume, device, threads, seed, quiet):
     """Train the registration encoder on normal images of several categories.
 
     ROOTS are dataset folders in the MVTec AD layout; only CAT/train/good and
     CAT/validation/good are read (never test/). Each step pairs an augmented query
-    with K_SHOT support images of the same category.
+    with K_SHOT support images of the same category. ROOTS may be omitted when
+    --synthetic N adds procedural categories.
 
     Example: careg-edge train ../shared/data/mpdd ../shared/data/magnetic_tile_defects
     --exclude metal_plate --backbone resnet50v2 --image-size 160 --frozen-stages 1
-    --steps 600 -o runs/loo_metal_plate
+    --steps 600 -o runs/loo_metal_plate  (synthetic only: careg-edge train
+    --synthetic 5 --holdout 4 --eval-every 50 --steps 600 -o runs/synth5)
     """
     from ..train import TrainConfig, train
 
@@ -57,6 +72,7 @@ def command(roots, out, exclude, backbone, weights, stn_mode, image_size, k_shot
         weights=None if weights.lower() == "none" else weights, stn_mode=stn_mode,
         image_size=image_size, k_shot=k_shot, batch_size=batch_size, epochs=epochs, steps=steps,
         lr=lr, frozen_stages=frozen_stages, freeze_bn=not train_bn, max_rotation=max_rotation,
+        self_weight=self_weight, synthetic=synthetic, synthetic_images=synthetic_images,
         holdout=holdout, eval_every=eval_every, save_every=save_every, resume=resume,
         device=device, threads=threads, seed=seed, progress=not quiet)
     path = train(cfg)

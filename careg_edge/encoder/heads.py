@@ -67,6 +67,18 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor, mask=None) -> torch.Tensor
     return -(cos * m).sum() / m.sum().clamp(min=1.0)
 
 
+def self_registration_loss(aug_feats, ref_feats, masks=None) -> torch.Tensor:
+    """Equivariance term: mean over stages of −cos(reg(A·x), sg(reg(x))) per position.
+
+    aug_feats[k] / ref_feats[k]: [B,C,h,w] registered maps (the encoder's own
+    outputs, no head) of the augmented and the unaugmented query; masks[k]: [B,h,w]
+    positions that see the image in both. Both branches show the same image, so no
+    head can explain a difference away: only an STN that undoes A lowers it."""
+    losses = [negative_cosine(a, r, None if masks is None else masks[k])
+              for k, (a, r) in enumerate(zip(aug_feats, ref_feats))]
+    return torch.stack(losses).mean()
+
+
 def inside_image(theta: torch.Tensor, shapes) -> list:
     """Per stage, [B,h,w] bool: does the registered position sample inside the image?
     theta: cumulative [B,3,2,3]. Positions that read the clamped border carry no
