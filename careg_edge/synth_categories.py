@@ -64,6 +64,11 @@ def _pts(xy, size: int) -> np.ndarray:
     return np.round(np.asarray(xy, np.float64) * size * 16).astype(np.int32)
 
 
+def _pix(xy, size: int) -> tuple:
+    """One unit-square point -> cv2 point tuple (with the same 4 fractional bits)."""
+    return tuple(int(v) for v in _pts(xy, size))
+
+
 def _layer(size: int):
     return np.zeros((size, size), np.float32)
 
@@ -74,8 +79,7 @@ def _fill_poly(mask, xy, size, value=1.0):
 
 def _circle(mask, c, r, size, value=1.0, thickness=-1):
     cv2 = _cv2()
-    cc = tuple(int(v) for v in _pts(c, size))
-    cv2.circle(mask, cc, int(round(r * size * 16)), value,
+    cv2.circle(mask, _pix(c, size), int(round(r * size * 16)), value,
                thickness if thickness < 0 else max(1, int(round(thickness * size))), 16, 4)
 
 
@@ -114,7 +118,7 @@ def _gear(rng, size):
         _circle(alpha, (0.5 + 0.2 * math.cos(a), 0.5 + 0.2 * math.sin(a)), 0.055, size, 0.0)
     _circle(alpha, (0.5, 0.5), 0.075, size, 0.0)
     _fill_poly(alpha, [(0.48, 0.5), (0.52, 0.5), (0.52, 0.385), (0.48, 0.385)], size, 0.0)  # keyway
-    rr, th = _polar(size)
+    rr, _ = _polar(size)
     lathe = 1 + 0.05 * np.sin(rr * size * 1.7 + rng.uniform(0, 6.3))
     tone = np.where(rr < 0.13, 0.78, np.where(rr > 0.31, 0.6, 0.68)) * lathe
     return np.repeat(tone[..., None], 3, 2) * np.float32([0.95, 0.97, 1.0]), alpha
@@ -223,9 +227,9 @@ def _washer(rng, size):
     stamp = _layer(size)
     for i in range(3):  # three short radial dashes on one side
         a = -0.25 + 0.25 * i
-        cv2.line(stamp, tuple(int(v) for v in _pts((0.5 + 0.24 * math.cos(a), 0.5 + 0.24 * math.sin(a)), size)),
-                 tuple(int(v) for v in _pts((0.5 + 0.32 * math.cos(a), 0.5 + 0.32 * math.sin(a)), size)),
-                 1.0, max(1, size // 100), 16, 4)
+        inner = (0.5 + 0.24 * math.cos(a), 0.5 + 0.24 * math.sin(a))
+        outer = (0.5 + 0.32 * math.cos(a), 0.5 + 0.32 * math.sin(a))
+        cv2.line(stamp, _pix(inner, size), _pix(outer, size), 1.0, max(1, size // 100), 16, 4)
     spin = 1 + 0.08 * np.cos(2 * th + rng.uniform(0, 6.3))     # anisotropic sheen of a polished ring
     tone = (0.7 * spin - 0.3 * stamp) * (1 + 0.03 * _smooth_noise(rng, size, 20))
     return np.repeat(tone[..., None], 3, 2) * np.float32([1.0, 0.93, 0.78]), alpha  # brass
@@ -291,13 +295,16 @@ def make_category(name: str, n: int, size: int, seed: int = 0) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- contact sheet
-def contact_sheet(per_row: int = 6, size: int = 128, seed: int = 0) -> np.ndarray:
+def contact_sheet(per_row: int = 5, size: int = 80, seed: int = 0) -> np.ndarray:
     """RGB uint8 sheet: one row per category (labelled), `per_row` images each."""
     cv2 = _cv2()
     label_w, pad = 90, 4
     rows = []
     for name in CATEGORIES:
-        imgs = make_category(name, per_row, size, seed)
+        # drawn at twice the size and area-downscaled: the sensor noise averages out,
+        # which keeps the PNG small without hiding the shapes
+        imgs = [cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA)
+                for im in make_category(name, per_row, 2 * size, seed)]
         row = np.full((size + 2 * pad, label_w + per_row * (size + pad) + pad, 3), 255, np.uint8)
         cv2.putText(row, name, (6, size // 2 + pad + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0),
                     1, cv2.LINE_AA)
@@ -312,13 +319,14 @@ def _main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m careg_edge.synth_categories",
                                 description="Synthetic normal categories for registration training.")
     p.add_argument("--sheet", metavar="PATH", required=True, help="write a labelled contact sheet PNG")
-    p.add_argument("--per-row", type=int, default=6)
-    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--per-row", type=int, default=5)
+    p.add_argument("--size", type=int, default=80)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     cv2 = _cv2()
     sheet = contact_sheet(a.per_row, a.size, a.seed)
-    if not cv2.imwrite(a.sheet, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+    bgr = cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(a.sheet, bgr, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise SystemExit(f"{a.sheet}: could not write the PNG (does the folder exist?)")
     print(f"{a.sheet}: {len(CATEGORIES)} categories x {a.per_row} images at {a.size} px")
 
