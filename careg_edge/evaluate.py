@@ -58,6 +58,8 @@ class EvalConfig:
             parts.append(self.localisation)
         if self.augment != "auto":
             parts.append(f"aug-{self.augment}")
+        if self.enroll_options.get("image_score", "max") != "max":
+            parts.append(f"score-{self.enroll_options['image_score']}")
         return "+".join(parts)
 
 

@@ -77,27 +77,32 @@ class Inspector:
             thetas.append(np.ascontiguousarray(out["theta_inv"][:, 2], np.float32))
         return np.concatenate(feats), np.concatenate(thetas)
 
-    def _image_scores(self, feats, thetas, tensors, est, spec, sigma) -> np.ndarray:
+    def _image_scores(self, feats, thetas, tensors, est, spec, sigma, rule) -> np.ndarray:
         out = []
         for s in range(0, len(feats), 16):
             dist, score = est.score(feats[s:s + 16], tensors, spec.grid, self.threads)
             th = thetas[s:s + 16] if spec.mode == "registered" else None
-            _, mx = postprocess.anomaly_maps(dist, spec.grid, spec.input_size, sigma, th, self.threads)
-            out.append(score if score is not None else mx)
+            maps, mx = postprocess.anomaly_maps(dist, spec.grid, spec.input_size, sigma, th, self.threads)
+            out.append(postprocess.image_scores(maps, mx, rule, score))
         return np.concatenate(out)
 
     # ---- enrollment ------------------------------------------------------------------
     def enroll(self, images, estimator: str = "patchcore", augment="auto", seed: int = 0,
                select: str = "wasserstein", localisation: str = "unwarp",
                target_fpr: float = 0.01, sigma: float = 4.0, max_units: int = 4,
-               synth_per_unit: int = 4, progress=None, **estimator_params) -> Profile:
+               synth_per_unit: int = 4, progress=None, image_score: str = "max",
+               **estimator_params) -> Profile:
         """K good images (paths or arrays) -> Profile. See docs/profile-format.md.
+
+        image_score: "max" (default; small defects), "mean" or "top<P>%" (defects spread
+        over a surface); stored in the profile and used by inspect and the threshold.
 
         progress: optional callable(fraction_done in [0, 1], stage name), called as
         enrollment moves through load, encode, augment, fit and calibrate."""
         if not 0 < target_fpr < 1:
             raise UserInputError(f"target_fpr: must be in (0, 1), got {target_fpr}")
         self._progress = progress or (lambda frac, stage="": None)
+        self._rule = postprocess.check_image_score(image_score)
         with single_thread_blas():
             return self._enroll(images, estimator, augment, seed, select, localisation,
                                 target_fpr, sigma, max_units, synth_per_unit, estimator_params)
@@ -144,7 +149,8 @@ class Inspector:
         times["calibrate"] = _ms(t)
         self._progress(1.0, "calibrate")
         info = {"encoder": self.meta.to_dict(), "features": spec.to_dict(),
-                "localisation": localisation, "estimator_params": est.params,
+                "localisation": localisation, "image_score": self._rule,
+                "estimator_params": est.params,
                 "estimator_stats": fitted.stats, "augment": record, "calibration": calib,
                 "normalisation": {"mean": list(self.meta.mean), "std": list(self.meta.std),
                                   "scale": self.meta.scale},
@@ -198,14 +204,15 @@ class Inspector:
         def score_good(u):
             self._progress(0.7 + 0.3 * held.index(u) / len(held), "calibrate")
             rows = (units == u) & probe
-            return self._image_scores(feats[rows], thetas[rows], state(u), est, spec, sigma)
+            return self._image_scores(feats[rows], thetas[rows], state(u), est, spec, sigma,
+                                      self._rule)
 
         def score_synth(u):
             rng = np.random.default_rng([seed, u])
             img = rgbs[int(source[units == u][0])]
             fake = [synth.paste_defects(img, rng)[0] for _ in range(synth_per_unit)]
             f, th = self._features(fake, spec, transform)
-            return self._image_scores(f, th, state(u), est, spec, sigma)
+            return self._image_scores(f, th, state(u), est, spec, sigma, self._rule)
 
         return calibrate(held, score_good, score_synth, target_fpr)
 
@@ -268,7 +275,8 @@ class Inspector:
             if spec.mode == "registered" else None
         maps, mx = postprocess.anomaly_maps(dist, spec.grid, profile.image_size, profile.sigma,
                                             th, self.threads)
-        scores = score if score is not None else mx
+        rule = postprocess.check_image_score(profile.info.get("image_score", "max"))  # older: max
+        scores = postprocess.image_scores(maps, mx, rule, score)
         full = [postprocess.to_size(maps[i], sizes[i], self.threads) for i in range(len(rgbs))]
         times["postprocess"] = _ms(t)
         per_image = {k: v / len(rgbs) for k, v in times.items()}

@@ -23,6 +23,37 @@ def anomaly_maps(dist: np.ndarray, grid: Tuple[int, int], image_size: Tuple[int,
     return _core.anomaly_map(reg, th, int(image_size[0]), int(image_size[1]), float(sigma), threads)
 
 
+def check_image_score(rule: str) -> str:
+    """'max' | 'mean' | 'top<P>%' (0 < P <= 100); one clear error otherwise."""
+    from .errors import UserInputError
+    if rule in ("max", "mean"):
+        return rule
+    try:
+        frac = float(rule[3:-1]) if rule.startswith("top") and rule.endswith("%") else -1.0
+    except ValueError:
+        frac = -1.0
+    if not 0 < frac <= 100:
+        raise UserInputError(f"image score {rule!r}: use max, mean or top<P>% with 0 < P <= 100 "
+                             "(e.g. top20%)")
+    return rule
+
+
+def image_scores(maps: np.ndarray, mx: np.ndarray, rule: str, estimator_score=None) -> np.ndarray:
+    """Image score from the smoothed maps [B, H, W].
+
+    max: the map maximum (PatchCore: its Eq. 7 re-weighted maximum) -- right for small
+    defects. mean / top<P>%: mean of the whole map or of its highest P % -- for
+    defects spread over a surface (textures), where one hot spot is weak evidence."""
+    if rule == "max":
+        return estimator_score if estimator_score is not None else mx
+    flat = maps.reshape(len(maps), -1)
+    if rule == "mean":
+        return flat.mean(axis=1).astype(np.float32)
+    n = max(1, int(round(flat.shape[1] * float(rule[3:-1]) / 100.0)))
+    top = np.partition(flat, flat.shape[1] - n, axis=1)[:, -n:]
+    return top.mean(axis=1).astype(np.float32)
+
+
 IDENTITY = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
 
 

@@ -160,3 +160,30 @@ def test_enroll_reports_monotonic_progress_to_one(insp):
     fracs = [f for f, _ in seen]
     assert fracs == sorted(fracs) and fracs[-1] == 1.0 and 0 < fracs[0] < 0.2
     assert {"load", "encode", "augment", "fit", "calibrate"} <= {s for _, s in seen}
+
+
+@pytest.mark.parametrize("rule", ["mean", "top10%", "top100%"])
+def test_image_score_rule_is_stored_and_used(insp, rule, tmp_path):
+    """The score is the named statistic of the smoothed map in the input frame (checked
+    against NumPy on the map inspect itself returns), and survives a save/load."""
+    support = [_texture(s) for s in range(3)]
+    prof = insp.enroll(support, estimator="padim", augment="none", d=10, image_score=rule)
+    assert prof.info["image_score"] == rule
+    img = _texture(11)
+    img[20:30, 20:30] = [250, 20, 20]
+    r = insp.inspect(img, prof)          # 64x64 input: the map is in the input frame
+    flat = np.sort(r.anomaly_map.ravel())
+    n = len(flat) if rule in ("mean", "top100%") else round(0.1 * len(flat))
+    assert r.score == pytest.approx(flat[-n:].mean(), rel=1e-5)
+    again = insp.inspect(img, Profile.load(prof.save(tmp_path / "p.careg")))
+    assert again.score == r.score
+    # the threshold was calibrated with the same rule: a max-rule profile differs
+    peak = insp.inspect(img, insp.enroll(support, estimator="padim", augment="none", d=10))
+    assert peak.score == pytest.approx(flat[-1], rel=1e-5) and peak.score > r.score
+
+
+@pytest.mark.parametrize("bad", ["median", "top0%", "top101%", "topx%", "top5"])
+def test_bad_image_score_is_one_clear_error(insp, bad):
+    with pytest.raises(UserInputError, match="image score"):
+        insp.enroll([_texture(1), _texture(2)], estimator="padim", augment="none", d=10,
+                    image_score=bad)

@@ -30,8 +30,8 @@ def check_output(out: Path, force: bool) -> None:
         raise UserInputError(f"-o {out}: folder {out.parent} does not exist")
 
 
-def _enroll(insp, files, estimator, augment, seed, target_fpr, s):
-    kwargs = {"estimator": estimator, "augment": augment, "seed": seed}
+def _enroll(insp, files, estimator, augment, seed, target_fpr, s, image_score="max"):
+    kwargs = {"estimator": estimator, "augment": augment, "seed": seed, "image_score": image_score}
     if target_fpr is not None:
         kwargs["target_fpr"] = target_fpr
     paths = [str(f) for f in files]
@@ -97,10 +97,13 @@ Examples:
                    "or a comma list of groups such as small_rotation,brightness.")
 @click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="False-alarm rate on good parts that the threshold aims at (default: the library's).")
+@click.option("--image-score", default="max", show_default=True, metavar="max|mean|top<P>%",
+              help="Image score from the anomaly map: max (small defects), or the mean of the "
+                   "whole map / its highest P % (defects spread over a surface, e.g. top20%).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Profile file to write (.careg).")
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
-def command(support, model, estimator, shots, seed, augment, target_fpr, output, force):
+def command(support, model, estimator, shots, seed, augment, target_fpr, image_score, output, force):
     """Enroll a product: fit a profile from a few good images.
 
     Nothing is trained; the encoder's features of the (augmented) support
@@ -116,7 +119,7 @@ def command(support, model, estimator, shots, seed, augment, target_fpr, output,
     files = pick_shots(list_images(support, what="--support"), shots, seed)
     s.info(f"support: {len(files)} images from {support}")
     insp = make_inspector(model)
-    profile = _enroll(insp, files, estimator, augment, seed, target_fpr, s)
+    profile = _enroll(insp, files, estimator, augment, seed, target_fpr, s, image_score)
     check_output(output, force)  # something may have appeared while we worked
     profile.save(output)
     for line in describe(profile, output):

@@ -39,9 +39,11 @@ def _ints(text: str, opt: str):
               help="Folder of support-set JSON files to share across runs (default OUTDIR/support_sets).")
 @click.option("--max-map-memory", default=2.0, show_default=True,
               help="GB of anomaly maps held at once (more = fewer passes over the test set).")
+@click.option("--image-score", default="max", show_default=True, metavar="max|mean|top<P>%",
+              help="Image score from the anomaly map (see `careg-edge enroll --help`).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(data, category, outdir, shots, rounds, estimator, localisation, augment, model,
-            backend, seed, support_sets, max_map_memory, quiet):
+            backend, seed, support_sets, max_map_memory, image_score, quiet):
     """Evaluate few-shot detection and localisation (image/pixel AUROC, PRO, F1-max,
     FPR and detection rate at the profile's own threshold), mean ± std over rounds.
 
@@ -52,14 +54,17 @@ def command(data, category, outdir, shots, rounds, estimator, localisation, augm
 
     if rounds < 1:
         raise UserInputError(f"--rounds {rounds}: must be at least 1")
+    from ..postprocess import check_image_score
+    # only a non-default score enters the config: caches of earlier runs stay valid
+    opts = {} if check_image_score(image_score) == "max" else {"image_score": image_score}
     configs = [EvalConfig(estimator=e.strip(), model=model, backend=backend, augment=augment,
-                          localisation=localisation, seed=seed)
+                          localisation=localisation, seed=seed, enroll_options=dict(opts))
                for e in estimator.split(",") if e.strip()]
     doc = evaluate(data, outdir, configs, _ints(shots, "--shots"), rounds, list(category) or None,
                    seed=seed, support_dir=support_sets, progress=not quiet,
                    max_map_bytes=max_map_memory * 1e9)
     doc["command"] = {"model": model, "backend": backend, "estimators": estimator,
-                      "localisation": localisation, "augment": augment}
+                      "localisation": localisation, "augment": augment, "image_score": image_score}
     paths = write_report(doc, outdir, data)
     click.echo(markdown_tables(summarise(doc["results"])))
     click.echo(f"wrote {paths['json']} and {paths['html']}")
