@@ -40,7 +40,8 @@ def _ints(text: str, opt: str):
 @click.option("--max-map-memory", default=2.0, show_default=True,
               help="GB of anomaly maps held at once (more = fewer passes over the test set).")
 @click.option("--image-score", default="max", show_default=True, metavar="max|mean|top<P>%",
-              help="Image score from the anomaly map (see `careg-edge enroll --help`).")
+              help="Image score(s) from the anomaly map, comma separated, each evaluated as its "
+                   "own method (see `careg-edge enroll --help`).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(data, category, outdir, shots, rounds, estimator, localisation, augment, model,
             backend, seed, support_sets, max_map_memory, image_score, quiet):
@@ -55,11 +56,12 @@ def command(data, category, outdir, shots, rounds, estimator, localisation, augm
     if rounds < 1:
         raise UserInputError(f"--rounds {rounds}: must be at least 1")
     from ..postprocess import check_image_score
+    rules = [check_image_score(r.strip()) for r in image_score.split(",") if r.strip()] or ["max"]
     # only a non-default score enters the config: caches of earlier runs stay valid
-    opts = {} if check_image_score(image_score) == "max" else {"image_score": image_score}
     configs = [EvalConfig(estimator=e.strip(), model=model, backend=backend, augment=augment,
-                          localisation=localisation, seed=seed, enroll_options=dict(opts))
-               for e in estimator.split(",") if e.strip()]
+                          localisation=localisation, seed=seed,
+                          enroll_options={} if r == "max" else {"image_score": r})
+               for e in estimator.split(",") if e.strip() for r in rules]
     doc = evaluate(data, outdir, configs, _ints(shots, "--shots"), rounds, list(category) or None,
                    seed=seed, support_dir=support_sets, progress=not quiet,
                    max_map_bytes=max_map_memory * 1e9)
