@@ -9,6 +9,7 @@ dtypes of the estimator's tensors are checked against the metadata before use.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -23,6 +24,11 @@ VERSION = 1
 ESTIMATORS = ("padim", "orthoad", "patchcore")
 FLAT_KEYS = ("estimator", "threshold", "grid_h", "grid_w", "image_h", "image_w", "sigma",
              "encoder_hash")
+# Optional flat key, written only when the rule is not "max" so that max-rule profiles
+# stay byte-identical to those written before it existed.
+IMAGE_SCORE_KEY = "image_score"
+# top<P>% with P spelled digits[.digits]: the one spelling the C++ reader accepts too.
+_TOP_RULE = re.compile(r"top([0-9]+(?:\.[0-9]+)?)%")
 # tensor name -> allowed dtypes, per estimator (channel_index is optional for all)
 _TENSORS = {
     "padim": {"mean": ("<f4",), "precision_factor": ("<f4", "<f2")},
@@ -50,12 +56,20 @@ class Profile:
                 f"encoder {self.encoder_hash[:12]}{', ' + self.path if self.path else ''})")
 
     # ---- writing -------------------------------------------------------------------
+    @property
+    def image_score(self) -> str:
+        """The image-score rule (profiles without one were scored by the maximum)."""
+        return self.info.get(IMAGE_SCORE_KEY, "max")
+
     def metadata(self) -> Dict[str, str]:
-        return {"estimator": self.estimator, "threshold": repr(float(self.threshold)),
+        meta = {"estimator": self.estimator, "threshold": repr(float(self.threshold)),
                 "grid_h": str(int(self.grid[0])), "grid_w": str(int(self.grid[1])),
                 "image_h": str(int(self.image_size[0])), "image_w": str(int(self.image_size[1])),
                 "sigma": repr(float(self.sigma)), "encoder_hash": self.encoder_hash,
                 "profile": json.dumps(self.info, sort_keys=True, default=_jsonable)}
+        if self.image_score != "max":  # the C++ reader scores by it (careg_score)
+            meta[IMAGE_SCORE_KEY] = self.image_score
+        return meta
 
     def save(self, path) -> Path:
         """Atomic, checksummed write; returns the path."""
@@ -94,6 +108,12 @@ class Profile:
             raise BadHeader(f"{where}: profile metadata has a non-numeric size/threshold") from None
         prof = cls(meta["estimator"], tensors, threshold, grid, image, sigma,
                    meta["encoder_hash"], metadata_json(meta, "profile", where), where)
+        flat = meta.get(IMAGE_SCORE_KEY)
+        if flat is not None:
+            _check_image_score(flat, where)
+        if flat is not None and flat != prof.image_score:
+            raise BadHeader(f"{where}: metadata {IMAGE_SCORE_KEY!r} is {flat!r} but the profile "
+                            f"JSON says {prof.image_score!r}; re-enroll")
         prof.validate(where)
         return prof
 
@@ -105,6 +125,7 @@ class Profile:
         if min(self.grid + self.image_size) <= 0 or not np.isfinite(self.threshold) \
                 or not (self.sigma >= 0):
             raise BadHeader(f"{where}: profile sizes/threshold/sigma out of range")
+        _check_image_score(self.image_score, where)
         want = _TENSORS[self.estimator]
         for name, dtypes in want.items():
             a = self.tensors.get(name)
@@ -123,6 +144,15 @@ class Profile:
                 f"{self.path or 'profile'}: enrolled with encoder {self.encoder_hash[:12]} "
                 f"({enrolled}) but the loaded encoder is {encoder_hash[:12]} ({backbone or '?'}); "
                 "load the same model or re-enroll")
+
+
+def _check_image_score(rule, where: str) -> None:
+    """max | mean | top<P>% with 0 < P <= 100 -- the rules both readers know."""
+    top = _TOP_RULE.fullmatch(rule) if isinstance(rule, str) else None
+    if rule in ("max", "mean") or (top and 0 < float(top.group(1)) <= 100):
+        return
+    raise BadHeader(f"{where}: metadata {IMAGE_SCORE_KEY!r} is {rule!r}, expected max, mean or "
+                    "top<P>% with 0 < P <= 100; re-enroll")
 
 
 def _check_shapes(p: Profile, where: str) -> None:

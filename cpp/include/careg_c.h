@@ -49,6 +49,9 @@ CAREG_API float careg_profile_threshold(const careg_profile* p);
 CAREG_API size_t careg_profile_feature_dim(const careg_profile* p);
 CAREG_API void careg_profile_grid(const careg_profile* p, size_t* grid_h, size_t* grid_w);
 CAREG_API void careg_profile_image_size(const careg_profile* p, size_t* image_h, size_t* image_w);
+/* Image-score rule the profile was enrolled with: "max", "mean" or "top<P>%"
+ * (older profiles without it: "max"). careg_result_score applies it. */
+CAREG_API const char* careg_profile_image_score(const careg_profile* p);
 
 /* Score B images: features [B, P, D] float32 row-major (assembled per the
  * profile; B may be 0), theta_inv [B, 2, 3] float32 or NULL (no registration).
@@ -64,7 +67,8 @@ CAREG_API size_t careg_result_batch(const careg_result* r);
 CAREG_API const float* careg_result_distances(const careg_result* r);
 /* Anomaly maps [B, image_h, image_w] in the encoder input frame. */
 CAREG_API const float* careg_result_maps(const careg_result* r, size_t* height, size_t* width);
-/* Image score of item b (max of its map); NaN if b is out of range. */
+/* Image score of item b: the profile's rule on its map (maximum, mean, or mean
+ * of the top P % of values); NaN if b is out of range or the map has a NaN. */
 CAREG_API float careg_result_score(const careg_result* r, size_t b);
 /* 1 if score > threshold or score is NaN, 0 if not, -1 if b is out of range. */
 CAREG_API int careg_result_is_defect(const careg_result* r, size_t b);

@@ -90,6 +90,7 @@ void careg_profile_grid(const careg_profile* p, size_t* gh, size_t* gw) {
   if (gh) *gh = p ? p->p->grid_h : 0;
   if (gw) *gw = p ? p->p->grid_w : 0;
 }
+const char* careg_profile_image_score(const careg_profile* p) { return p ? p->p->image_score().c_str() : ""; }
 void careg_profile_image_size(const careg_profile* p, size_t* ih, size_t* iw) {
   if (ih) *ih = p ? p->p->image_h : 0;
   if (iw) *iw = p ? p->p->image_w : 0;

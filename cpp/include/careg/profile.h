@@ -42,19 +42,28 @@ class Profile {
   std::size_t grid_h = 0, grid_w = 0, image_h = 0, image_w = 0;
 
   std::size_t positions() const { return grid_h * grid_w; }
+  // Image-score rule from the optional metadata key `image_score`: "max" (also when
+  // absent: older profiles), "mean" or "top<P>%". top_percent() is P, 100 for
+  // mean and 0 for max.
+  const std::string& image_score() const { return image_score_; }
+  double top_percent() const { return top_percent_; }
   std::size_t feature_dim() const { return dim_; }
   const Tensor* tensor(const std::string& name) const;
 
   // features [B, P, D] (assembled and, for orthoad, projected) -> dist [B, P],
-  // maps [B, image_h, image_w], scores [B]. theta_inv [B, 2, 3] or nullptr.
+  // maps [B, image_h, image_w], scores [B] (the image-score rule's statistic of
+  // each map). theta_inv [B, 2, 3] or nullptr.
   // Const and allocation-local: safe to call from several threads at once.
   void score(const float* features, std::size_t B, std::size_t D, const float* theta_inv,
              float* dist, float* maps, float* scores, int threads) const;
 
  private:
   void validate(const std::string& where);
+  void image_statistic(const float* maps, std::size_t B, float* scores, int threads) const;
   std::map<std::string, Tensor> tensors_;
   std::size_t dim_ = 0;
+  std::string image_score_ = "max";
+  double top_percent_ = 0.0;
 };
 
 }  // namespace careg
