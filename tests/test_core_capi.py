@@ -4,7 +4,9 @@ One CMake build (AddressSanitizer + UBSan, static library only so it compiles
 in about a minute on 2 cores) serves every test here; profiles are written with
 careg_edge.container using the documented tensor names.
 """
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from careg_edge import _core
+from careg_edge import _core, postprocess
 from careg_edge.container import write_container
+from careg_edge.errors import BadHeader
+from careg_edge.profile import Profile
 from tests import reference as ref
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +66,15 @@ META = dict(threshold="3.0", grid_h="6", grid_w="5", image_h="24", image_w="20",
             encoder_hash="0" * 64, profile="{}")
 
 
-def write_padim(path, f16=True, seed=0, D=8):
+def _meta(estimator, rule):
+    """META as an older profile (no rule key) or, with `rule`, as the writer puts it:
+    flat `image_score` and the same value in the profile JSON."""
+    if rule is None:
+        return dict(META, estimator=estimator)
+    return dict(META, estimator=estimator, image_score=rule, profile=json.dumps({"image_score": rule}))
+
+
+def write_padim(path, f16=True, seed=0, D=8, rule=None):
     rng = np.random.default_rng(seed)
     P = 30
     L = np.tril(rng.normal(scale=0.1, size=(P, D, D)))
@@ -71,15 +83,15 @@ def write_padim(path, f16=True, seed=0, D=8):
     tensors = {"mean": rng.normal(size=(P, D)).astype(np.float32),
                "precision_factor": factor.astype(np.float16) if f16 else factor,
                "channel_index": np.arange(D, dtype=np.int64)}
-    write_container(path, tensors, dict(META, estimator="padim"), "careg-profile", 1)
+    write_container(path, tensors, _meta("padim", rule), "careg-profile", 1)
     return tensors
 
 
-def write_patchcore(path, seed=0, D=6, M=40):
+def write_patchcore(path, seed=0, D=6, M=40, rule=None):
     rng = np.random.default_rng(seed)
     tensors = {"bank": rng.normal(size=(M, D)).astype(np.float32),
                "bank_pos": rng.integers(0, 30, size=M).astype(np.int32)}
-    write_container(path, tensors, dict(META, estimator="patchcore"), "careg-profile", 1)
+    write_container(path, tensors, _meta("patchcore", rule), "careg-profile", 1)
     return tensors
 
 
@@ -88,16 +100,20 @@ def run(exe, *args):
     return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("kind", ["padim-f16", "padim-f32", "patchcore"])
+@pytest.mark.parametrize("kind", ["padim-f16", "padim-f32", "patchcore", "padim-top10%", "patchcore-mean"])
 def test_sanitized_program_parity_threads_and_fuzz(build, tmp_path, kind):
+    """The rule kinds run the top-P % statistic under ASan/UBSan from 4 threads, and
+    the fuzzer rewrites the digits of `image_score` (top00% must be refused)."""
     path = tmp_path / "p.careg"
-    if kind == "patchcore":
-        write_patchcore(path)
+    rule = kind.split("-")[1] if kind.endswith(("%", "mean")) else None
+    if kind.startswith("patchcore"):
+        write_patchcore(path, rule=rule)
     else:
-        write_padim(path, f16=kind.endswith("f16"))
+        write_padim(path, f16=kind.endswith("f16"), rule=rule)
     r = run(build["dir"] / "careg_core_test", path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "4 concurrent scorers identical" in r.stdout
+    assert f"image_score: {rule or 'max'}\n" in r.stdout
     fuzz = [line for line in r.stdout.splitlines() if line.startswith("fuzz:")][0]
     assert int(fuzz.split()[1]) > 3000 and r.stdout.strip().endswith("OK")
 
@@ -192,3 +208,104 @@ def test_python_core_agrees_with_c_api_scores(build, tmp_path):
     dist = _core.mahalanobis(x, t["mean"], t["precision_factor"])
     _, want = _core.anomaly_map(dist.reshape(2, 6, 5), None, 24, 20, 1.0)
     np.testing.assert_allclose(scores, want, rtol=1e-5)
+
+
+def top_mean(maps, percent):
+    """NumPy reference of a rule: mean of the n = max(1, round(H*W*P/100)) largest
+    values of each map, by a full sort (Python's round: ties to even)."""
+    flat = np.sort(maps.reshape(len(maps), -1).astype(np.float64), axis=1)
+    n = max(1, round(flat.shape[1] * percent / 100))
+    return flat[:, -n:].mean(axis=1)
+
+
+# P = 0.9375 % of the 24x20 map is exactly 4.5 values: round half to even keeps 4.
+RULES = [(None, None), ("max", None), ("mean", 100.0), ("top10%", 10.0), ("top100%", 100.0),
+         ("top12.5%", 12.5), ("top0.9375%", 0.9375)]
+
+
+@pytest.mark.parametrize("estimator", ["padim", "patchcore"])
+@pytest.mark.parametrize("rule,percent", RULES)
+def test_c_api_scores_by_the_profile_image_score_rule(build, tmp_path, estimator, rule, percent):
+    """careg_score's image score is the profile's rule on the map: the C example and
+    the NumPy reference (sorted map) agree for max (with and without the key: older
+    profiles), mean and top<P>%; Python's own rule code agrees too."""
+    path = tmp_path / "p.careg"
+    tensors = (write_padim if estimator == "padim" else write_patchcore)(path, rule=rule)
+    D = 8 if estimator == "padim" else 6
+    rng = np.random.default_rng(5)
+    x = rng.normal(scale=1.5, size=(3, 30, D)).astype(np.float32)
+    theta_inv = np.tile(np.array([[0.9, -0.2, 0.05], [0.2, 0.9, -0.1]], np.float32), (3, 1, 1))
+    x.tofile(tmp_path / "x.f32")
+    theta_inv.tofile(tmp_path / "t.f32")
+    r = run(build["dir"] / "careg_score_example", path, tmp_path / "x.f32", tmp_path / "t.f32", 2)
+    assert r.returncode == 0, r.stderr
+    scores, decisions = parse(r.stdout)
+    if estimator == "padim":
+        dist = ref.mahalanobis(x, tensors["mean"], tensors["precision_factor"])
+    else:
+        dist = np.sqrt(ref.knn(x.reshape(-1, D), tensors["bank"], 1)[0]).reshape(3, 30)
+    maps, mx = ref.anomaly_map(dist.reshape(-1, 6, 5), theta_inv, 24, 20, 1.0)
+    want = mx if percent is None else top_mean(maps, percent)
+    np.testing.assert_allclose(scores, want, rtol=1e-5)
+    assert decisions == ["DEFECT" if s > 3.0 else "OK" for s in scores]
+    if percent is not None:  # a rule that is not max really changes the score
+        assert np.all(scores < mx)
+        python = postprocess.image_scores(maps, mx, rule)
+        np.testing.assert_allclose(scores, python, rtol=1e-5)
+        assert Profile.load(path).image_score == rule
+
+
+@pytest.mark.parametrize("bad", ["top0%", "median", "top101%", "top 20%", "top1e1%", "top20", "TOP20%"])
+def test_unknown_image_score_refused_by_both_readers(build, tmp_path, bad):
+    path = tmp_path / "bad.careg"
+    write_padim(path, rule=bad)
+    np.zeros((1, 30, 8), np.float32).tofile(tmp_path / "x.f32")
+    r = run(build["dir"] / "careg_score_example", path, tmp_path / "x.f32")
+    assert r.returncode == 1 and "cannot load profile" in r.stderr, r.stdout + r.stderr
+    assert f"metadata 'image_score' is '{bad}'" in r.stderr and "re-enroll" in r.stderr
+    with pytest.raises(BadHeader, match=re.escape(f"'image_score' is '{bad}'") + ".*re-enroll"):
+        Profile.load(path)
+
+
+def test_enrolled_rule_profile_scores_the_same_in_c_and_inspector(build, tmp_path):
+    """End to end: a profile enrolled by Inspector with top20% (channel subset, real
+    calibration) scores the same through careg_score as through Inspector.inspect."""
+    from careg_edge import Inspector, preprocess
+    from careg_edge.features import assemble
+    from tests.test_pipeline import ToyRuntime, _texture
+    insp = Inspector(ToyRuntime())
+    prof = insp.enroll([_texture(s) for s in range(3)], estimator="padim", augment="none", d=10,
+                       image_score="top20%")
+    path = prof.save(tmp_path / "p.careg")
+    imgs = [_texture(11), _texture(12)]
+    imgs[0][20:30, 20:30] = [250, 20, 20]
+    results = insp.inspect_batch(imgs, prof)
+    _, spec, transform = insp._prepared(prof, {})
+    out = insp.runtime.infer(preprocess.normalise([preprocess.resize(i, spec.input_size) for i in imgs],
+                                                  insp.meta))
+    assemble(out, spec, transform, 1).tofile(tmp_path / "x.f32")
+    r = run(build["dir"] / "careg_score_example", path, tmp_path / "x.f32")
+    assert r.returncode == 0, r.stderr
+    scores, _ = parse(r.stdout)
+    np.testing.assert_allclose(scores, [res.score for res in results], rtol=1e-5)
+    assert max(res.anomaly_map.max() for res in results) > scores.max() * (1 + 1e-3)
+
+
+def test_rule_on_large_maps_uses_threads(build, tmp_path):
+    """4 maps of 256x256 (2^18 values: the threaded path) score by top10% and by mean."""
+    for rule, percent in (("top10%", 10.0), ("mean", 100.0)):
+        path = tmp_path / f"{rule}.careg"
+        rng = np.random.default_rng(1)
+        P, D = 30, 4
+        L = np.tril(rng.normal(scale=0.1, size=(P, D, D)))
+        L[:, range(D), range(D)] = 1.0
+        t = {"mean": rng.normal(size=(P, D)).astype(np.float32), "precision_factor": ref.pack_factor(L)}
+        meta = dict(_meta("padim", rule), image_h="256", image_w="256", sigma="4.0")
+        write_container(path, t, meta, "careg-profile", 1)
+        x = rng.normal(size=(4, P, D)).astype(np.float32)
+        x.tofile(tmp_path / "x.f32")
+        r = run(build["dir"] / "careg_score_example", path, tmp_path / "x.f32", "-", 2)
+        assert r.returncode == 0, r.stderr
+        maps, _ = ref.anomaly_map(ref.mahalanobis(x, t["mean"], t["precision_factor"]).reshape(4, 6, 5),
+                                  None, 256, 256, 4.0)
+        np.testing.assert_allclose(parse(r.stdout)[0], top_mean(maps, percent), rtol=1e-5)

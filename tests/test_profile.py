@@ -86,3 +86,44 @@ def test_wrong_encoder_refused(tmp_path):
     p.check_encoder("ab" * 32)
     with pytest.raises(EncoderMismatch, match="enc.careg"):
         p.check_encoder("ef" * 32, "resnet18")
+
+
+def test_image_score_flat_key_only_when_not_max(tmp_path):
+    """max-rule profiles keep the pre-rule metadata (byte-identical files); any other
+    rule is also written flat for the C++ reader, and survives a round trip."""
+    old = _padim()
+    assert "image_score" not in old.metadata()
+    old.info["image_score"] = "max"
+    assert "image_score" not in old.metadata()
+    p = _padim()
+    p.info["image_score"] = "top20%"
+    assert p.metadata()["image_score"] == "top20%"
+    q = Profile.load(p.save(tmp_path / "t.careg"))
+    assert q.image_score == "top20%" and q.metadata() == p.metadata()
+    assert Profile.load(old.save(tmp_path / "m.careg")).image_score == "max"
+
+
+@pytest.mark.parametrize("flat,info", [("mean", "top10%"), ("mean", None), ("max", "mean")])
+def test_image_score_flat_key_must_match_the_json(tmp_path, flat, info):
+    from careg_edge.container import write_container
+    p = _padim()
+    if info is not None:
+        p.info["image_score"] = info
+    write_container(tmp_path / "x.careg", p.tensors, dict(p.metadata(), image_score=flat),
+                    "careg-profile", 1)
+    with pytest.raises(BadHeader, match=f"x.careg: metadata 'image_score' is '{flat}'.*re-enroll"):
+        Profile.load(tmp_path / "x.careg")
+
+
+@pytest.mark.parametrize("bad", ["median", "top0%", "top100.5%", "top+5%", "top5.%", "top٣%"])
+def test_unknown_image_score_in_the_json_refused(tmp_path, bad):
+    """A rule the C++ reader would refuse is neither written nor read."""
+    from careg_edge.container import write_container
+    p = _padim()
+    p.info["image_score"] = bad
+    with pytest.raises(BadHeader, match="re-enroll"):
+        p.save(tmp_path / "w.careg")
+    meta = {k: v for k, v in p.metadata().items() if k != "image_score"}
+    write_container(tmp_path / "r.careg", p.tensors, meta, "careg-profile", 1)
+    with pytest.raises(BadHeader, match="'image_score' is"):
+        Profile.load(tmp_path / "r.careg")

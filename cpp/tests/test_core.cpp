@@ -120,6 +120,7 @@ int main(int argc, char** argv) {
   careg_profile* p = nullptr;
   EXPECT(careg_profile_load(argv[1], &p) == CAREG_OK, "load: %s", careg_last_error());
   if (!p) return 1;
+  std::printf("image_score: %s\n", careg_profile_image_score(p));
   size_t gh, gw, D = careg_profile_feature_dim(p), B = 3;
   careg_profile_grid(p, &gh, &gw);
   std::vector<float> x(B * gh * gw * D);
