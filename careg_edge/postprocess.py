@@ -28,10 +28,10 @@ def check_image_score(rule: str) -> str:
     from .errors import UserInputError
     if rule in ("max", "mean"):
         return rule
-    try:
-        frac = float(rule[3:-1]) if rule.startswith("top") and rule.endswith("%") else -1.0
-    except ValueError:
-        frac = -1.0
+    import re
+    # digits with an optional fraction only: exactly what the C++ profile reader accepts
+    m = re.fullmatch(r"top(\d+(?:\.\d+)?)%", rule)
+    frac = float(m.group(1)) if m else -1.0
     if not 0 < frac <= 100:
         raise UserInputError(f"image score {rule!r}: use max, mean or top<P>% with 0 < P <= 100 "
                              "(e.g. top20%)")
