@@ -6,7 +6,9 @@
 Top: training loss per step (light) and its running mean (the per-step loss of
 a 2-query batch is noisy). Bottom: the registration cosine on held-out normal
 images (`--holdout`, logged every `--eval-every` steps), with the step-0 value
-drawn as the untrained (identity-STN) reference when it is known.
+drawn as the untrained (identity-STN) reference when it is known. When the log
+has them, a third panel shows the self-registration loss term and the per-image
+registration check val_slope / val_corr (−1 = the STN undoes each image's rotation).
 """
 from __future__ import annotations
 
@@ -40,7 +42,9 @@ def plot(rows, out: Path, title: str, window: int, baseline: float | None) -> No
     step = np.array([r["step"] for r in rows])
     loss = np.array([r["loss"] for r in rows], float)
     val = [(r["step"], r["val_cosine"]) for r in rows if "val_cosine" in r]
-    fig, (a, b) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    slope = [(r["step"], r["val_slope"], r["val_corr"]) for r in rows if r.get("val_slope") is not None]
+    fig, axes = plt.subplots(3 if slope else 2, 1, figsize=(7, 8.5 if slope else 6), sharex=True)
+    a, b = axes[0], axes[1]
     a.plot(step, loss, color="tab:blue", alpha=0.3, lw=1, label="loss (per step)")
     a.plot(step, running_mean(loss, window), color="tab:blue", lw=2, label=f"running mean ({window})")
     a.set_ylabel("training loss")
@@ -54,9 +58,27 @@ def plot(rows, out: Path, title: str, window: int, baseline: float | None) -> No
     b.set_xlabel("step")
     b.set_ylabel("cosine")
     b.legend(loc="lower right")
+    if slope:
+        _per_image_panel(axes[2], rows, slope, window)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
+
+
+def _per_image_panel(ax, rows, slope, window: int) -> None:
+    """Self-registration term (running mean) and the held-out rotation slope/corr."""
+    own = [(r["step"], r["loss_self"]) for r in rows if r.get("loss_self") is not None]
+    if own:
+        s, v = zip(*own)
+        ax.plot(s, running_mean(np.array(v, float), window), color="tab:purple",
+                label="self-registration term (running mean)")
+    s, sl, co = zip(*slope)
+    ax.plot(s, sl, "o-", color="tab:red", label="val_slope (−1 = registers each image)")
+    ax.plot(s, co, "s--", color="tab:orange", label="val_corr")
+    ax.axhline(-1.0, color="grey", ls=":", lw=1)
+    ax.axhline(0.0, color="grey", ls="-", lw=0.5)
+    ax.set_xlabel("step")
+    ax.legend(loc="lower left", fontsize=8)
 
 
 def main(argv=None) -> None:
