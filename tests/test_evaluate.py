@@ -257,6 +257,11 @@ def test_cli_eval_with_fake_inspector(data, tmp_path, monkeypatch, capsys):
         main(["eval", "--data", str(data), "-o", str(tmp_path / "o"), "--shots", "x"])
     assert bad.value.code == 2
     assert "--shots 'x': give positive integers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as k1:   # refused before any enrollment starts
+        main(["eval", "--data", str(data), "-o", str(tmp_path / "o2"), "--shots", "1,2",
+              "--augment", "none"])
+    assert k1.value.code == 2 and not (tmp_path / "o2").exists()
+    assert "drop 1 from --shots or augment" in capsys.readouterr().err
 
 
 class FakeInspectorFactory:

@@ -55,6 +55,10 @@ def command(data, category, outdir, shots, rounds, estimator, localisation, augm
 
     if rounds < 1:
         raise UserInputError(f"--rounds {rounds}: must be at least 1")
+    if augment == "none" and 1 in _ints(shots, "--shots"):
+        # checked before any work: K=1 without augmentation cannot calibrate a threshold
+        raise UserInputError("--shots 1 with --augment none: one image and no augmentation leave "
+                             "nothing to hold out for the threshold; drop 1 from --shots or augment")
     from ..postprocess import check_image_score
     rules = [check_image_score(r.strip()) for r in image_score.split(",") if r.strip()] or ["max"]
     # only a non-default score enters the config: caches of earlier runs stay valid
