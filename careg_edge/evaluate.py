@@ -296,6 +296,9 @@ def _saved_ms(memo) -> float:
 def _enroll(insp, memo, job: RoundJob, images: List[np.ndarray]) -> None:
     opts = dict(job.cfg.enroll_options)
     opts["localisation"] = LOCALISATION[job.cfg.localisation]  # the pipeline's names
+    # no image_score in a config means max (how every cached round was made), whatever
+    # the library's default is today
+    opts.setdefault("image_score", "max")
     before, t = _saved_ms(memo), time.perf_counter()
     job.profile = insp.enroll(images, estimator=job.cfg.estimator, augment=job.cfg.augment,
                               seed=job.cfg.seed, **opts)

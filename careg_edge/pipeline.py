@@ -90,12 +90,14 @@ class Inspector:
     def enroll(self, images, estimator: str = "patchcore", augment="auto", seed: int = 0,
                select: str = "wasserstein", localisation: str = "unwarp",
                target_fpr: float = 0.01, sigma: float = 4.0, max_units: int = 4,
-               synth_per_unit: int = 4, progress=None, image_score: str = "max",
+               synth_per_unit: int = 4, progress=None,
+               image_score: str = postprocess.DEFAULT_IMAGE_SCORE,
                **estimator_params) -> Profile:
         """K good images (paths or arrays) -> Profile. See docs/profile-format.md.
 
-        image_score: "max" (default; small defects), "mean" or "top<P>%" (defects spread
-        over a surface); stored in the profile and used by inspect and the threshold.
+        image_score: "top20%" (default: mean of the hottest 20 % of the map, measured best
+        on both real categories), "max" (the classic map maximum; PatchCore Eq. 7), "mean"
+        or "top<P>%"; stored in the profile and used by inspect and the threshold.
 
         progress: optional callable(fraction_done in [0, 1], stage name), called as
         enrollment moves through load, encode, augment, fit and calibrate."""

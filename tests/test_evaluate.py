@@ -55,8 +55,9 @@ class FakeInspector:
         self.log = log
         self.enrolled = []
 
-    def enroll(self, images, estimator, augment, seed, localisation="unwarp"):
+    def enroll(self, images, estimator, augment, seed, localisation="unwarp", image_score=None):
         assert localisation in ("unwarp", "registered")
+        assert image_score is not None   # always explicit: a config without one means max
         self.log.append(("enroll", len(images)))
         self.enrolled.append([a.copy() for a in images])
         mean = np.mean([a.astype(np.float32) for a in images], axis=0)
@@ -148,7 +149,7 @@ def test_scores_are_raw_and_metrics_match_sklearn(data, tmp_path):
     arrays = ev.load_round(tmp_path / "out" / res["cache"])[1]
     cat = ev.load_category(data, "widget")
     prof = insp.enroll([imageio.read_image(data / "widget/train/good" / n) for n in res["support"]],
-                       "fake", "auto", 0)
+                       "fake", "auto", 0, image_score="max")
     want = [insp.inspect(imageio.read_image(t.path), prof).score for t in cat.test]
     np.testing.assert_array_equal(arrays["scores"], want)  # no normalisation across the test set
     y = [t.label for t in cat.test]
@@ -252,7 +253,8 @@ def test_cli_eval_with_fake_inspector(data, tmp_path, monkeypatch, capsys):
               "--rounds", "2", "--estimator", "fake", "--quiet"])
     assert ok.value.code in (0, None)
     out = capsys.readouterr().out
-    assert "| fake | 1 | 2 |" in out and (tmp_path / "o/report.html").exists()
+    # the CLI evaluates the library's default image score, and the label says which
+    assert "| fake+score-top20% | 1 | 2 |" in out and (tmp_path / "o/report.html").exists()
     with pytest.raises(SystemExit) as bad:
         main(["eval", "--data", str(data), "-o", str(tmp_path / "o"), "--shots", "x"])
     assert bad.value.code == 2

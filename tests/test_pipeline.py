@@ -73,7 +73,8 @@ def test_pasted_defect_scores_above_clean_twin(insp, estimator, tmp_path):
     assert set(r_bad.timings) >= {"preprocess", "encode", "features", "score", "postprocess"}
     # a round trip through the file scores identically
     again = insp.inspect(bad, Profile.load(prof.save(tmp_path / "p.careg")))
-    assert again.score == r_bad.score
+    # alone vs in a batch of two: BLAS may round the projection differently (1e-7)
+    assert again.score == pytest.approx(r_bad.score, rel=1e-5)
 
 
 def test_map_comes_back_at_input_resolution(insp):
@@ -178,7 +179,8 @@ def test_image_score_rule_is_stored_and_used(insp, rule, tmp_path):
     again = insp.inspect(img, Profile.load(prof.save(tmp_path / "p.careg")))
     assert again.score == r.score
     # the threshold was calibrated with the same rule: a max-rule profile differs
-    peak = insp.inspect(img, insp.enroll(support, estimator="padim", augment="none", d=10))
+    peak = insp.inspect(img, insp.enroll(support, estimator="padim", augment="none", d=10,
+                                         image_score="max"))
     assert peak.score == pytest.approx(flat[-1], rel=1e-5) and peak.score > r.score
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserInputError
+from ..postprocess import DEFAULT_IMAGE_SCORE
 
 ESTIMATORS = ["padim", "orthoad", "patchcore"]
 
@@ -30,7 +31,7 @@ def check_output(out: Path, force: bool) -> None:
         raise UserInputError(f"-o {out}: folder {out.parent} does not exist")
 
 
-def _enroll(insp, files, estimator, augment, seed, target_fpr, s, image_score="max"):
+def _enroll(insp, files, estimator, augment, seed, target_fpr, s, image_score):
     kwargs = {"estimator": estimator, "augment": augment, "seed": seed, "image_score": image_score}
     if target_fpr is not None:
         kwargs["target_fpr"] = target_fpr
@@ -97,9 +98,11 @@ Examples:
                    "or a comma list of groups such as small_rotation,brightness.")
 @click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="False-alarm rate on good parts that the threshold aims at (default: the library's).")
-@click.option("--image-score", default="max", show_default=True, metavar="max|mean|top<P>%",
-              help="Image score from the anomaly map: max (small defects), or the mean of the "
-                   "whole map / its highest P % (defects spread over a surface, e.g. top20%).")
+@click.option("--image-score", default=DEFAULT_IMAGE_SCORE, show_default=True,
+              metavar="top<P>%|max|mean",
+              help="Image score from the anomaly map: the mean of its highest P % (default "
+                   "top20%, measured best on both real categories), its maximum (max), or the "
+                   "mean of the whole map.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Profile file to write (.careg).")
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")

@@ -3,6 +3,8 @@ from pathlib import Path
 
 import click
 
+from ..postprocess import DEFAULT_IMAGE_SCORE
+
 from ..errors import UserInputError
 
 
@@ -39,7 +41,7 @@ def _ints(text: str, opt: str):
               help="Folder of support-set JSON files to share across runs (default OUTDIR/support_sets).")
 @click.option("--max-map-memory", default=2.0, show_default=True,
               help="GB of anomaly maps held at once (more = fewer passes over the test set).")
-@click.option("--image-score", default="max", show_default=True, metavar="max|mean|top<P>%",
+@click.option("--image-score", default=DEFAULT_IMAGE_SCORE, show_default=True, metavar="top<P>%|max|mean",
               help="Image score(s) from the anomaly map, comma separated, each evaluated as its "
                    "own method (see `careg-edge enroll --help`).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
