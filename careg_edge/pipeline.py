@@ -104,13 +104,14 @@ class Inspector:
         if not 0 < target_fpr < 1:
             raise UserInputError(f"target_fpr: must be in (0, 1), got {target_fpr}")
         self._progress = progress or (lambda frac, stage="": None)
-        self._rule = postprocess.check_image_score(image_score)
+        rule = postprocess.check_image_score(image_score)
         with single_thread_blas():
             return self._enroll(images, estimator, augment, seed, select, localisation,
-                                target_fpr, sigma, max_units, synth_per_unit, estimator_params)
+                                target_fpr, sigma, max_units, synth_per_unit, rule,
+                                estimator_params)
 
     def _enroll(self, images, estimator, augment, seed, select, localisation, target_fpr,
-                sigma, max_units, synth_per_unit, estimator_params) -> Profile:
+                sigma, max_units, synth_per_unit, rule, estimator_params) -> Profile:
         t, times = time.perf_counter(), {}
         size = tuple(self.meta.input_size)
         names = [preprocess.describe(im, i) for i, im in enumerate(
@@ -147,11 +148,11 @@ class Inspector:
         # is; its flipped/rotated views would push the threshold above real defects.
         probe = view_id == 0 if k >= 2 else np.ones(len(units), bool)
         calib = self._calibrate(est, spec, transform, fitted, feats, thetas, units, probe, source, rgbs,
-                                sigma, target_fpr, max_units, synth_per_unit, seed)
+                                sigma, rule, target_fpr, max_units, synth_per_unit, seed)
         times["calibrate"] = _ms(t)
         self._progress(1.0, "calibrate")
         info = {"encoder": self.meta.to_dict(), "features": spec.to_dict(),
-                "localisation": localisation, "image_score": self._rule,
+                "localisation": localisation, "image_score": rule,
                 "estimator_params": est.params,
                 "estimator_stats": fitted.stats, "augment": record, "calibration": calib,
                 "normalisation": {"mean": list(self.meta.mean), "std": list(self.meta.std),
@@ -193,7 +194,7 @@ class Inspector:
                  "ops": ops, "rule": "keep groups with distance <= mean distance"})
 
     def _calibrate(self, est, spec, transform, fitted, feats, thetas, units, probe, source, rgbs, sigma,
-                   target_fpr, max_units, synth_per_unit, seed):
+                   rule, target_fpr, max_units, synth_per_unit, seed):
         from .calibration.threshold import calibrate, pick_units
         held = pick_units(units, max_units, seed)
         loo = {}
@@ -207,14 +208,14 @@ class Inspector:
             self._progress(0.7 + 0.3 * held.index(u) / len(held), "calibrate")
             rows = (units == u) & probe
             return self._image_scores(feats[rows], thetas[rows], state(u), est, spec, sigma,
-                                      self._rule)
+                                      rule)
 
         def score_synth(u):
             rng = np.random.default_rng([seed, u])
             img = rgbs[int(source[units == u][0])]
             fake = [synth.paste_defects(img, rng)[0] for _ in range(synth_per_unit)]
             f, th = self._features(fake, spec, transform)
-            return self._image_scores(f, th, state(u), est, spec, sigma, self._rule)
+            return self._image_scores(f, th, state(u), est, spec, sigma, rule)
 
         return calibrate(held, score_good, score_synth, target_fpr)
 
