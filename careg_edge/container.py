@@ -76,6 +76,16 @@ def write_container(path, tensors: Mapping[str, np.ndarray], metadata: Mapping[s
     atomic_write_bytes(path, bytes(buf))
 
 
+def sha256_file(path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (models and engines are large)."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write to a temp file beside `path`, fsync, then rename over it."""
     path = Path(path)

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .container import atomic_write_bytes
+from .container import atomic_write_bytes, sha256_file  # noqa: F401 (public here too)
 from .errors import FormatError
 
 CARD_KIND, CARD_VERSION = "careg-model-card", 1
@@ -36,14 +36,6 @@ SLICE_SETTINGS = {"estimator": "patchcore", "augment": "none", "seed": 0, "image
 # ORT on another x86 CPU may sum in another order; 1e-3 relative leaves room for that
 # and still catches any change of weights, features or scoring (those move scores by %).
 SCORE_RTOL = 1e-3
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def card_path(model: Path) -> Path:

@@ -118,6 +118,15 @@ def test_sanitized_program_parity_threads_and_fuzz(build, tmp_path, kind):
     assert int(fuzz.split()[1]) > 3000 and r.stdout.strip().endswith("OK")
 
 
+def score_example(build, profile_path, x, theta_inv, tmp_path):
+    """Run the C example program on features x and theta_inv; (scores, decisions)."""
+    x.tofile(tmp_path / "x.f32")
+    theta_inv.tofile(tmp_path / "t.f32")
+    r = run(build["dir"] / "careg_score_example", profile_path, tmp_path / "x.f32", tmp_path / "t.f32", 2)
+    assert r.returncode == 0, r.stderr
+    return parse(r.stdout)
+
+
 def expected_scores(tensors, x, theta_inv, estimator):
     if estimator == "padim":
         dist = ref.mahalanobis(x, tensors["mean"], tensors["precision_factor"])
@@ -144,11 +153,7 @@ def test_c_example_prints_score_and_decision(build, tmp_path, estimator):
     scale = np.array([0.05, 1.0, 3.0], np.float32)[:, None, None]
     x = (base + scale * rng.normal(size=(3, 30, D))).astype(np.float32)
     theta_inv = np.tile(np.array([[0.9, -0.2, 0.05], [0.2, 0.9, -0.1]], np.float32), (3, 1, 1))
-    x.tofile(tmp_path / "x.f32")
-    theta_inv.tofile(tmp_path / "t.f32")
-    r = run(build["dir"] / "careg_score_example", path, tmp_path / "x.f32", tmp_path / "t.f32", 2)
-    assert r.returncode == 0, r.stderr
-    scores, decisions = parse(r.stdout)
+    scores, decisions = score_example(build, path, x, theta_inv, tmp_path)
     want = expected_scores(tensors, x, theta_inv, estimator)
     np.testing.assert_allclose(scores, want, rtol=1e-4)
     assert decisions == ["DEFECT" if s > 3.0 else "OK" for s in want]
@@ -235,11 +240,7 @@ def test_c_api_scores_by_the_profile_image_score_rule(build, tmp_path, estimator
     rng = np.random.default_rng(5)
     x = rng.normal(scale=1.5, size=(3, 30, D)).astype(np.float32)
     theta_inv = np.tile(np.array([[0.9, -0.2, 0.05], [0.2, 0.9, -0.1]], np.float32), (3, 1, 1))
-    x.tofile(tmp_path / "x.f32")
-    theta_inv.tofile(tmp_path / "t.f32")
-    r = run(build["dir"] / "careg_score_example", path, tmp_path / "x.f32", tmp_path / "t.f32", 2)
-    assert r.returncode == 0, r.stderr
-    scores, decisions = parse(r.stdout)
+    scores, decisions = score_example(build, path, x, theta_inv, tmp_path)
     if estimator == "padim":
         dist = ref.mahalanobis(x, tensors["mean"], tensors["precision_factor"])
     else:

@@ -15,14 +15,13 @@ pure Python and is tested here.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
 
-from ..container import atomic_write_bytes
+from ..container import atomic_write_bytes, sha256_file  # noqa: F401 (re-exported for export/tensorrt.py)
 from ..errors import EncoderMismatch, FormatError, MissingDependency, UserInputError, VersionMismatch
 from .base import OUTPUT_NAMES, EncoderMeta, Runtime
 from .onnxruntime_backend import INPUT_NAME, check_batch
@@ -60,14 +59,6 @@ def cuda_call(result):
     if int(err) != 0:
         raise RuntimeError(f"CUDA error {err}")
     return rest[0] if len(rest) == 1 else (rest or None)
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sidecar_path(engine) -> Path:
