@@ -24,7 +24,22 @@ def feats(pre, combo, rng):
     if "3" in combo: parts.append(up(z[pre+"3"][sel]))
     _FC[(pre, combo)] = np.concatenate(parts, 1)
     return _FC[(pre, combo)]
-def run(combo, sub, k, rnd, aggr=True, score="max", sigma=1.0):
+def self_dist(te, m, r=1):
+    """Per patch: distance to its m-th nearest patch of the same image, patches within
+    Chebyshev radius r excluded (a texture's normal patches recur in the image; a defect
+    covering fewer than m patches does not)."""
+    n, c, g, _ = te.shape
+    yy, xx = np.divmod(np.arange(g * g), g)
+    near = (np.abs(yy[:, None] - yy[None]) <= r) & (np.abs(xx[:, None] - xx[None]) <= r)
+    out = np.empty((n, g * g), np.float32)
+    for i in range(n):
+        f = te[i].reshape(c, -1).T.astype(np.float32)
+        sq = (f * f).sum(1)
+        d2 = np.maximum(sq[:, None] + sq[None] - 2 * f @ f.T, 0)
+        d2[near] = np.inf
+        out[i] = np.sqrt(np.partition(d2, m - 1, axis=1)[:, m - 1])
+    return out.reshape(n, g, g)
+def run(combo, sub, k, rnd, aggr=True, score="max", sigma=1.0, selfm=0, mix="min"):
     sup = draw_support(names, k, cat, rnd, 0)
     idx = [names.index(n) for n in sup]
     tr = feats("tr", combo, None)[idx]; te = feats("te", combo, None)
@@ -37,6 +52,9 @@ def run(combo, sub, k, rnd, aggr=True, score="max", sigma=1.0):
     q = np.ascontiguousarray(te.transpose(0, 2, 3, 1).reshape(-1, te.shape[1]), np.float32)
     ix = faiss.IndexFlatL2(bank.shape[1]); ix.add(bank)
     dist, _ = ix.search(q, 1); dist = np.sqrt(np.maximum(dist[:, 0], 0)).reshape(len(te), g, g)
+    if selfm:
+        sd = self_dist(te, selfm)
+        dist = np.minimum(dist, sd) if mix == "min" else (sd if mix == "self" else np.sqrt(dist * sd))
     if sigma: dist = np.stack([gaussian_filter(m, sigma) for m in dist])
     flat = dist.reshape(len(te), -1)
     if score == "max": s = flat.max(1)
@@ -64,6 +82,8 @@ for c in combos:
     if "aggr" in kw: kw2["aggr"] = kw["aggr"] == "1"
     if "score" in kw: kw2["score"] = kw["score"]
     if "sigma" in kw: kw2["sigma"] = float(kw["sigma"])
+    if "self" in kw: kw2["selfm"] = int(kw["self"])
+    if "mix" in kw: kw2["mix"] = kw["mix"]
     if kw2.get("score") == "multi":
         for k in (2, 8):
             rs = [run(combo, int(sub), k, rnd, **kw2) for rnd in range(2)]
