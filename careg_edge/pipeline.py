@@ -9,6 +9,7 @@ Inspection:  preprocess -> encode -> features -> estimator score (compiled core)
 """
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import List, Sequence, Tuple
@@ -49,13 +50,23 @@ def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
+def _no_progress(frac, stage=""):
+    return None
+
+
 class Inspector:
     def __init__(self, model=None, backend: str = "auto", threads: int = 0, batch_size: int = 8):
         self.runtime = open_runtime(model, backend, threads)
         self.meta = self.runtime.meta
         self.threads, self.batch_size = int(threads), max(1, int(batch_size))
         self._channels = None
-        self._progress = lambda frac, stage="": None  # set per enroll() call
+        # the enrollment's progress callback is per thread: two threads may enroll on one
+        # Inspector at once, and each must hear only its own progress
+        self._local = threading.local()
+
+    @property
+    def _progress(self):
+        return getattr(self._local, "progress", _no_progress)
 
     # ---- encoder -> features ----------------------------------------------------------
     @property
@@ -103,7 +114,7 @@ class Inspector:
         enrollment moves through load, encode, augment, fit and calibrate."""
         if not 0 < target_fpr < 1:
             raise UserInputError(f"target_fpr: must be in (0, 1), got {target_fpr}")
-        self._progress = progress or (lambda frac, stage="": None)
+        self._local.progress = progress or _no_progress
         rule = postprocess.check_image_score(image_score)
         with single_thread_blas():
             return self._enroll(images, estimator, augment, seed, select, localisation,

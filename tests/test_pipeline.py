@@ -163,6 +163,33 @@ def test_enroll_reports_monotonic_progress_to_one(insp):
     assert {"load", "encode", "augment", "fit", "calibrate"} <= {s for _, s in seen}
 
 
+def test_two_threads_enroll_on_one_inspector(insp):
+    """Each thread hears only its own progress, and both profiles equal sequential ones."""
+    import threading
+    sets = {"a": [_texture(s) for s in (7, 8)], "b": [_texture(s) for s in (21, 22, 23)]}
+    solo = {n: insp.enroll(imgs, estimator="padim", augment="flipping", d=10) for n, imgs in sets.items()}
+    seen, got, start = {"a": [], "b": []}, {}, threading.Barrier(2)
+
+    def work(n):
+        start.wait()
+        got[n] = insp.enroll(sets[n], estimator="padim", augment="flipping", d=10,
+                             progress=lambda frac, stage="", n=n: seen[n].append(
+                                 (threading.get_ident(), frac)))
+        seen[n] = [(tid == threading.get_ident(), f) for tid, f in seen[n]]
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in sets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for n in sets:
+        assert seen[n] and all(mine for mine, _ in seen[n]) and seen[n][-1][1] == 1.0
+        assert got[n].info["support"]["k"] == len(sets[n])
+        assert got[n].threshold == pytest.approx(solo[n].threshold, rel=1e-6)
+        for key, v in solo[n].tensors.items():
+            np.testing.assert_allclose(got[n].tensors[key], v, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("rule", ["mean", "top10%", "top100%"])
 def test_image_score_rule_is_stored_and_used(insp, rule, tmp_path):
     """The score is the named statistic of the smoothed map in the input frame (checked
