@@ -92,12 +92,12 @@ RUNS_TXT = """| run (OUTDIR) | what (abridged: `careg-edge --threads 2 eval --su
 | `runs/loo_magnetic_tile_flip_models` | magnetic tile, same EfficientNet-Lite0 encoder, `--estimator patchcore,padim,orthoad --shots 1,2,4,8 --rounds 2` | `7bb9542` | 03:02-03:50 |
 | `runs/mpdd_mobilenet_v2`, `runs/mt_mobilenet_v2` | `--model runs/models/mobilenet_v2_224.onnx --estimator patchcore --shots 2,8 --rounds 3` (metal_plate) / `--rounds 2` (magnetic tile) | `ecde8ac` | 02:57-03:20 |
 | `runs/mpdd` (session 1) | metal_plate, `--model imagenet:resnet50v2` (torch), PatchCore and PaDiM, 3 rounds | session 1 | — |
-| `runs/loo_magnetic_tile_flip_models`, `..._flip_loo_eff_magnetic_tile` (session 3) | magnetic tile round 3 for both encoders: `--threads 1 --image-score max --estimator patchcore,padim,orthoad --shots 1,2,4,8 --rounds 3`; then `--image-score top20% --shots 8 --rounds 3` | `8151390`.. | 04:36-, 2 processes side by side |
-| `runs/loo_magnetic_tile_none_*` (session 3) | magnetic tile `--augment none --image-score max --shots 2,4,8`, `--rounds 1`, `2`, `3` in turn, both encoders | `8151390`.. | session 3 |
-| `runs/loo_metal_plate_flip_*` (session 3) | metal_plate `--image-score top20% --estimator patchcore,padim,orthoad --shots 1,2,4,8 --rounds 3`, both encoders | `8151390`.. | session 3 |
-| `runs/mp_default_auto`, `runs/mt_default_auto` (session 3) | the shipped defaults: bundled encoder (no `--model`), `--augment auto --image-score top20% --estimator patchcore`, metal_plate K = 1/2/4/8, magnetic tile K = 8, 3 rounds | `8151390`.. | session 3 |
+| `runs/loo_magnetic_tile_flip_models`, `..._flip_loo_eff_magnetic_tile` (session 3) | magnetic tile round 3 for both encoders: `--threads 1 --image-score max --estimator patchcore,padim,orthoad --shots 1,2,4,8 --rounds 3`; then `--image-score top20% --shots 8 --rounds 3` (all estimators) and `--estimator patchcore --shots 1,2,4` | `8151390`..`57da501` | 04:36-04:52 (round 3, two processes side by side), 05:25-05:46, 05:53-06:02 |
+| `runs/loo_magnetic_tile_none_*` (session 3) | magnetic tile `--augment none --image-score max --shots 2,4,8`, `--rounds 1`, `2`, `3` in turn, both encoders side by side | `ccfd479`..`a31082b` | 04:52-05:25 |
+| `runs/loo_metal_plate_flip_*` (session 3) | metal_plate `--image-score top20% --estimator patchcore,padim,orthoad --shots 1,2,4,8 --rounds 3`, both encoders (niced, beside the runs above) | `8151390`..`16987c4` | 04:36-05:52 |
+| `runs/mp_default_auto`, `runs/mt_default_auto` (session 3) | the shipped defaults: bundled encoder (no `--model`), `--augment auto --image-score top20% --estimator patchcore`, metal_plate K = 1/2/4/8, magnetic tile K = 8, 3 rounds | `16987c4` | 05:48-05:55 |
 
-Not run this session, for time: ResNet-50 v2 PatchCore on metal_plate beyond session 1's 3 rounds
+All times UTC; `--threads 1` for the session-3 rows. Not run, for time: ResNet-50 v2 PatchCore on metal_plate beyond session 1's 3 rounds
 (the same command with `--estimator patchcore --rounds 10` resumes), magnetic tile and juice_bottle
 beyond 2 rounds, OrthoAD/PaDiM on MobileNetV2. Every command above resumes from its cache with a larger
 `--rounds`."""
