@@ -1,5 +1,9 @@
-"""Fill the <!-- BEGIN:X --> ... <!-- END:X --> regions of the docs from runs/ (re-runnable)."""
-import json, re, subprocess, sys
+"""Fill the <!-- BEGIN:X --> ... <!-- END:X --> regions of the docs from the eval caches in runs/.
+
+Run from the repo root after the runs listed in docs/results.md ("Session 2-3 runs"): `python
+bench/fill_docs.py`. Re-runnable; a run folder that is missing is skipped. Also writes the
+per-round digests docs/eval/*.json (bench/results_digest.py)."""
+import json, subprocess, sys
 from pathlib import Path
 sys.path.insert(0, "bench")
 from compare_runs import rounds, table

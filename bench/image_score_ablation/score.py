@@ -1,5 +1,5 @@
 """Image-score / feature ablation on cached encoder maps (no augmentation)."""
-import sys, numpy as np, faiss, zlib, cv2
+import sys, numpy as np, faiss, cv2
 from scipy.ndimage import gaussian_filter
 from careg_edge.evaluate import draw_support
 from careg_edge.metrics import auroc
