@@ -100,6 +100,7 @@ RUNS_TXT = """| run (OUTDIR) | what (abridged: `careg-edge --threads 2 eval --su
 | `runs/loo_magnetic_tile_none_*` (session 3) | magnetic tile `--augment none --image-score max --shots 2,4,8`, `--rounds 1`, `2`, `3` in turn, both encoders side by side | `ccfd479`..`a31082b` | 04:52-05:25 |
 | `runs/loo_metal_plate_flip_*` (session 3) | metal_plate `--image-score top20% --estimator patchcore,padim,orthoad --shots 1,2,4,8 --rounds 3`, both encoders (niced, beside the runs above) | `8151390`..`16987c4` | 04:36-05:52 |
 | `runs/mp_default_auto`, `runs/mt_default_auto` (session 3) | the shipped defaults: bundled encoder (no `--model`), `--augment auto --image-score top20% --estimator patchcore`, metal_plate K = 1/2/4/8, magnetic tile K = 8, 3 rounds | `16987c4` | 05:48-05:55 |
+| `runs/loo_metal_plate_flip_*` (session 3, to 10 rounds) | `--image-score top20% --estimator patchcore,padim --shots 1,2,4,8 --rounds 10 --max-map-memory 1`, both encoders side by side | `45b2ff0`..`571ea0f` | 06:02-06:18 |
 
 All times UTC; `--threads 1` for the session-3 rows. Not run, for time: ResNet-50 v2 PatchCore on metal_plate beyond session 1's 3 rounds
 (the same command with `--estimator patchcore --rounds 10` resumes), magnetic tile and juice_bottle
