@@ -16,6 +16,7 @@ the same folder, fsync, rename). Full spec: docs/profile-format.md.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -78,7 +79,6 @@ def write_container(path, tensors: Mapping[str, np.ndarray], metadata: Mapping[s
 
 def sha256_file(path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks (models and engines are large)."""
-    import hashlib
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

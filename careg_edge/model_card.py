@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .container import atomic_write_bytes, sha256_file  # noqa: F401 (public here too)
+from .container import atomic_write_bytes, sha256_file
 from .errors import FormatError
 
 CARD_KIND, CARD_VERSION = "careg-model-card", 1

@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 from typing import Optional, Tuple
 
-from ..container import atomic_write_bytes
+from ..container import atomic_write_bytes, sha256_file
 from ..errors import CaregError, FormatError, UserInputError
 from ..runtime.onnxruntime_backend import INPUT_NAME, read_meta
-from ..runtime.tensorrt_backend import (current_device, import_tensorrt, sha256_file,
-                                        write_sidecar)
+from ..runtime.tensorrt_backend import current_device, import_tensorrt, write_sidecar
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_BATCH = 8

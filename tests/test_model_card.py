@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from careg_edge import model_card as mc
+from careg_edge.container import sha256_file
 from careg_edge.errors import FormatError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ def card():
 
 def test_bundled_encoder_matches_its_card_and_the_readme(card):
     from careg_edge.runtime import load_runtime
-    assert mc.sha256_file(MODEL) == card["sha256"]
+    assert sha256_file(MODEL) == card["sha256"]
     rt = load_runtime(None, "onnxruntime", 1, verbose=False)   # what Inspector() opens
     assert rt.meta.encoder_hash == card["encoder_hash"]
     assert rt.meta.backbone == card["backbone"]

@@ -11,8 +11,9 @@ from careg_edge.calibration.tensorrt_calibrator import _pad, read_cache, write_c
 from careg_edge.errors import EncoderMismatch, FormatError, VersionMismatch
 from careg_edge.export.tensorrt import parse_batch
 from careg_edge.errors import UserInputError
-from careg_edge.runtime.tensorrt_backend import (check_sidecar, read_sidecar, sha256_file,
-                                                 sidecar_path, write_sidecar)
+from careg_edge.container import sha256_file
+from careg_edge.runtime.tensorrt_backend import (check_sidecar, read_sidecar, sidecar_path,
+                                                 write_sidecar)
 
 DEVICE = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7"}
 

@@ -3,9 +3,8 @@ from pathlib import Path
 
 import click
 
-from ..postprocess import DEFAULT_IMAGE_SCORE
-
 from ..errors import UserInputError
+from ..postprocess import DEFAULT_IMAGE_SCORE, check_image_score
 
 
 def _ints(text: str, opt: str):
@@ -61,9 +60,9 @@ def command(data, category, outdir, shots, rounds, estimator, localisation, augm
         # checked before any work: K=1 without augmentation cannot calibrate a threshold
         raise UserInputError("--shots 1 with --augment none: one image and no augmentation leave "
                              "nothing to hold out for the threshold; drop 1 from --shots or augment")
-    from ..postprocess import check_image_score
     rules = [check_image_score(r.strip()) for r in image_score.split(",") if r.strip()] or ["max"]
-    # only a non-default score enters the config: caches of earlier runs stay valid
+    # a config without image_score means max (evaluate._enroll), so max stays out of the
+    # config and the caches of runs made before scores existed stay valid
     configs = [EvalConfig(estimator=e.strip(), model=model, backend=backend, augment=augment,
                           localisation=localisation, seed=seed,
                           enroll_options={} if r == "max" else {"image_score": r})

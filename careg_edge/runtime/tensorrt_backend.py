@@ -21,7 +21,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from ..container import atomic_write_bytes, sha256_file  # noqa: F401 (re-exported for export/tensorrt.py)
+from ..container import atomic_write_bytes, sha256_file
 from ..errors import EncoderMismatch, FormatError, MissingDependency, UserInputError, VersionMismatch
 from .base import OUTPUT_NAMES, EncoderMeta, Runtime
 from .onnxruntime_backend import INPUT_NAME, check_batch
