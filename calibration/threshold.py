@@ -1,55 +1,199 @@
-"""Threshold from good images only (no defect examples).
+"""Thresholds from good images only (no defect examples).
 
-Negatives: leave-one-out. The support is split into units (the K support images
-when K >= 2; the augmented views of the single image when K = 1). For each of up
-to `max_units` units the estimator is re-fitted without it (all its views) and
-the unit is scored: with K >= 2 only the held-out image itself, as inspection
-never augments (its flipped/rotated views would set the threshold above real
-defects); with K = 1 the held-out augmented view. Each score is what a good
-image the estimator has not seen gets.
+Two situations, one module (the method and why it works: docs/enrollment.md):
 
-Positives: synthetic defects (careg_edge.synth) pasted on the held-out unit's
-source image, scored with the same leave-one-out state.
+* **Enrollment** (K good images): leave-one-out (LOO) scores of the support images
+  (`loo_threshold`). Too few to read a 99 % quantile off, so the threshold is a
+  predictive quantile of a log-normal tail whose spread is shrunk toward, and whose
+  LOO-vs-unseen bias is corrected by, a prior learned on *other* categories
+  (calibration/tail_prior.py).
+* **Line re-calibration** (tens to thousands of production good images):
+  `threshold_from_good`: the empirical quantile when there are enough images for
+  it, else the log-normal predictive quantile fitted on those images alone.
 
-threshold = the (1 - target_fpr) quantile of the negative scores, taken as the
-next observed score at or above it (method "higher"), so at most target_fpr of
-the held-out good views lie above it; with fewer than 1/target_fpr negatives
-this is their maximum. The expected detection rate is the fraction of synthetic
-defects scoring above the threshold: an optimistic-or-pessimistic guide, not a
-measured recall (real defects differ from pasted rectangles).
+`threshold_for(calibration, target_fpr)` re-derives the threshold of a stored
+calibration at another false-alarm target without touching the estimator.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Sequence
+import math
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from careg_edge.errors import UserInputError
 
-def pick_units(units: np.ndarray, max_units: int, seed: int) -> List[int]:
-    """Up to `max_units` distinct unit ids, chosen with a seeded shuffle."""
-    ids = np.unique(units)
-    if len(ids) > max_units:
-        ids = np.sort(np.random.default_rng(seed).choice(ids, max_units, replace=False))
-    return [int(i) for i in ids]
+# Fewer good images than this give no usable tail fit (the spread estimate of 20
+# log-scores is within ~±30 % of the truth with 90 % probability).
+MIN_GOOD = 20
+# The empirical (1 - a) quantile is used once n * a >= this many expected exceedances.
+EMPIRICAL_EXCEEDANCES = 5
+# Robust rejection for presumed-good frames: beyond median + this many robust sigmas
+# (1.4826 * MAD) in log-score space; never more than MAX_REJECT of the frames.
+REJECT_SIGMAS = 4.0
+MAX_REJECT = 0.2
 
 
-def threshold_at_fpr(good: np.ndarray, target_fpr: float) -> float:
-    return float(np.quantile(np.asarray(good, np.float64), 1.0 - target_fpr, method="higher"))
+class NotEnoughGood(UserInputError):
+    """Too few good images for the requested false-alarm rate."""
 
 
-def calibrate(held_out: Sequence[int], score_good: Callable[[int], np.ndarray],
-              score_synth: Callable[[int], np.ndarray], target_fpr: float = 0.01) -> Dict:
-    """score_good(u) / score_synth(u): image scores of unit u's good views / synthetic
-    defects with unit u left out of the fit. Returns threshold + statistics."""
-    good = np.concatenate([np.asarray(score_good(u), np.float64) for u in held_out])
-    synth = np.concatenate([np.asarray(score_synth(u), np.float64) for u in held_out])
-    thr = threshold_at_fpr(good, target_fpr)
-    return {"threshold": thr, "target_fpr": target_fpr, "held_out_units": list(held_out),
-            "n_good": int(good.size), "n_synthetic": int(synth.size),
-            "good_mean": float(good.mean()), "good_std": float(good.std()),
-            "good_max": float(good.max()),
-            "synthetic_mean": float(synth.mean()) if synth.size else None,
-            "loo_fpr": float((good > thr).mean()),
-            "expected_detection_rate": float((synth > thr).mean()) if synth.size else None,
-            "good_scores": [round(float(s), 6) for s in good],
-            "synthetic_scores": [round(float(s), 6) for s in synth]}
+def check_target(target_fpr: float) -> float:
+    if not 0 < float(target_fpr) < 0.5:
+        raise UserInputError(f"target false-alarm rate: must be in (0, 0.5), got {target_fpr}")
+    return float(target_fpr)
+
+
+def t_quantile(p: float, dof: float) -> float:
+    """Student-t quantile (Cornish-Fisher expansion of the normal quantile, accurate to
+    ~1e-3 for dof >= 2 at the tails used here); dof = inf gives the normal quantile."""
+    z = normal_quantile(p)
+    if not math.isfinite(dof):
+        return z
+    if dof == 1:   # exact closed forms where the expansion is poor
+        return math.tan(math.pi * (p - 0.5))
+    if dof == 2:
+        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+    g1 = (z ** 3 + z) / 4
+    g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
+    g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
+    g4 = (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / 92160
+    return z + g1 / dof + g2 / dof ** 2 + g3 / dof ** 3 + g4 / dof ** 4
+
+
+def normal_quantile(p: float) -> float:
+    """Inverse standard normal CDF (Acklam's rational approximation, |error| < 1.2e-9)."""
+    a = (-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
+         1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00)
+    b = (-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
+         6.680131188771972e+01, -1.328068155288572e+01)
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
+         -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00)
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
+         3.754408661907416e+00)
+    if not 0 < p < 1:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    lo = 0.02425
+    if p < lo or p > 1 - lo:
+        q = math.sqrt(-2 * math.log(p if p < lo else 1 - p))
+        x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / \
+            ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+        return x if p < lo else -x
+    q = p - 0.5
+    r = q * q
+    return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / \
+        (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+
+
+def _logs(scores: Sequence[float], what: str) -> np.ndarray:
+    s = np.asarray(scores, np.float64).ravel()
+    bad = ~np.isfinite(s) | (s <= 0)
+    if bad.any():
+        raise UserInputError(f"{what}: {int(bad.sum())} score(s) are not finite and positive; "
+                             "a corrupt image or encoder output cannot set a threshold")
+    return np.log(s)
+
+
+def robust_keep(scores: Sequence[float]) -> np.ndarray:
+    """Mask of presumed-good scores to keep: drop those beyond median + 4 robust sigmas
+    in log space (a few defective frames among good ones), at most 20 % of them."""
+    x = _logs(scores, "presumed-good scores")
+    med = float(np.median(x))
+    mad = 1.4826 * float(np.median(np.abs(x - med)))
+    keep = x <= med + REJECT_SIGMAS * max(mad, 1e-6)
+    cap = int(MAX_REJECT * x.size)
+    if (~keep).sum() > cap:  # too many "outliers": not a few defects, keep the lowest 80 %
+        keep = np.zeros(x.size, bool)
+        keep[np.argsort(x)[:x.size - cap]] = True
+    return keep
+
+
+def needed_images(target_fpr: float) -> int:
+    """Good images needed for a threshold at this rate (the tail fit's minimum)."""
+    check_target(target_fpr)
+    return MIN_GOOD
+
+
+def threshold_from_good(scores: Sequence[float], target_fpr: float, robust: bool = False,
+                        what: str = "good images") -> Dict:
+    """Threshold at `target_fpr` from image scores of good images (line re-calibration).
+
+    n * target_fpr >= 5: the empirical quantile (next observed score at or above it);
+    else, with n >= MIN_GOOD: the larger of the log-normal predictive quantile
+    (Student-t, n - 1 degrees of freedom) and the largest observed score."""
+    a = check_target(target_fpr)
+    raw = np.asarray(scores, np.float64).ravel()
+    keep = robust_keep(raw) if robust else np.ones(raw.size, bool)
+    s = raw[keep]
+    if s.size < MIN_GOOD:
+        raise NotEnoughGood(f"{what}: {s.size} usable good image scores"
+                            f"{f' ({int((~keep).sum())} rejected as outliers)' if robust else ''}; "
+                            f"a threshold at {a:.1%} false alarms needs at least {MIN_GOOD} "
+                            f"(the empirical quantile needs {math.ceil(EMPIRICAL_EXCEEDANCES / a)})")
+    x = _logs(s, what)
+    if s.size * a >= EMPIRICAL_EXCEEDANCES:
+        thr, method = float(np.quantile(s, 1.0 - a, method="higher")), "empirical"
+    else:
+        m, sd, n = float(x.mean()), float(x.std(ddof=1)), s.size
+        thr = max(math.exp(m + t_quantile(1 - a, n - 1) * sd * math.sqrt(1 + 1 / n)),
+                  float(s.max()))
+        method = "lognormal-tail"
+    return {"threshold": thr, "method": method, "target_fpr": a, "n_good": int(raw.size),
+            "n_used": int(s.size), "n_rejected": int((~keep).sum()),
+            "rejected_scores": [round(float(v), 6) for v in raw[~keep]],
+            "good_fpr": float((s > thr).mean()),
+            "good_scores": [round(float(v), 6) for v in raw]}
+
+
+def loo_threshold(loo_scores: Sequence[float], k: int, target_fpr: float, prior=None) -> Dict:
+    """Enrollment threshold from the leave-one-out scores of a K-image support set.
+
+    log thr = m + b_K + q_K(a) * sigma_hat * sqrt(1 + 1/n), with m the mean LOO
+    log-score, sigma_hat^2 = (nu0 sigma0_K^2 + (n-1) s^2) / (nu0 + n - 1) (K = 1: the
+    held-out units are views of one image, their spread says nothing: sigma_hat =
+    sigma0), and (b_K, sigma0_K, nu0, q_K(a)) from the prior (tail_prior.TailPrior)."""
+    a = check_target(target_fpr)
+    x = _logs(loo_scores, "leave-one-out scores")
+    p = _prior_params(prior, k, a)
+    n = x.size if k >= 2 else 1
+    s2 = float(x.var(ddof=1)) if (k >= 2 and x.size >= 2) else 0.0
+    nu0 = p["nu0"]
+    sig = math.sqrt((nu0 * p["sigma0"] ** 2 + (n - 1) * s2) / max(nu0 + n - 1, 1e-9))
+    q = p["q"] if p.get("q") is not None else t_quantile(1 - a, max(nu0 + n - 1, 1.0))
+    log_thr = float(x.mean()) + p["bias"] + q * sig * math.sqrt(1 + 1 / n)
+    model = {"method": "loo-tail", "k": int(k), "n": int(n), "mean_log": float(x.mean()),
+             "var_log": s2, "prior": p.get("source", "none")}
+    return {"threshold": math.exp(log_thr), "target_fpr": a, "model": model,
+            "prior_params": {kk: v for kk, v in p.items() if kk != "source"},
+            "loo_fpr": float((x > log_thr).mean())}
+
+
+def _prior_params(prior, k: int, a: float) -> Dict:
+    if prior is None:  # no prior: plain predictive quantile of the LOO scores themselves
+        return {"bias": 0.0, "sigma0": 0.0, "nu0": 0.0, "q": None, "source": "none"}
+    return prior.params(k, a)
+
+
+def threshold_for(calibration: Dict, target_fpr: float, prior=None) -> float:
+    """The threshold a stored calibration (profile.info["calibration"]) gives at another
+    false-alarm target. `prior`: the TailPrior used at enrollment (loaded from the
+    stored source when None)."""
+    model = calibration.get("model") or {}
+    if model.get("method") == "loo-tail":
+        if prior is None and model.get("prior", "none") != "none":
+            from .tail_prior import TailPrior
+            prior = TailPrior.from_source(model["prior"])
+        x = np.log(np.asarray(calibration["loo_scores"], np.float64))
+        return loo_threshold(np.exp(x), model["k"], target_fpr, prior)["threshold"]
+    scores = calibration.get("good_scores")
+    if not scores:
+        raise UserInputError("this profile's calibration stores no scores to re-derive a "
+                             "threshold from; re-enroll or run `careg-edge calibrate`")
+    return threshold_from_good(scores, target_fpr)["threshold"]
+
+
+def synthetic_detection(synth_scores: Optional[Sequence[float]], threshold: float):
+    """Fraction of synthetic defects above the threshold: a guide, not a recall."""
+    if synth_scores is None or len(synth_scores) == 0:
+        return None
+    return float((np.asarray(synth_scores) > threshold).mean())

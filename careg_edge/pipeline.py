@@ -27,6 +27,19 @@ from .runtime.base import Runtime
 
 __all__ = ["Inspector", "Result", "open_runtime"]
 TRANSFORM_KEYS = ("channel_index", "projection")
+# K = 1: leave-one-out over augmented views of the one image; they are near copies of
+# each other, so a few carry all there is to learn (the prior corrects their bias).
+K1_UNITS = 6
+# Held-out units that also get synthetic defects (the expected-detection guide).
+SYNTH_UNITS = 4
+
+
+def _held_units(units: np.ndarray, max_units: int, seed: int) -> List[int]:
+    """All unit ids, or `max_units` of them chosen by a seeded shuffle."""
+    ids = np.unique(units)
+    if 0 < max_units < len(ids):
+        ids = np.sort(np.random.default_rng(seed).choice(ids, max_units, replace=False))
+    return [int(i) for i in ids]
 
 
 def open_runtime(model=None, backend: str = "auto", threads: int = 0) -> Runtime:
@@ -100,15 +113,20 @@ class Inspector:
     # ---- enrollment ------------------------------------------------------------------
     def enroll(self, images, estimator: str = "patchcore", augment="auto", seed: int = 0,
                select: str = "wasserstein", localisation: str = "unwarp",
-               target_fpr: float = 0.01, sigma: float = 4.0, max_units: int = 4,
+               target_fpr: float = 0.01, sigma: float = 4.0, max_units: int = 0,
                synth_per_unit: int = 4, progress=None,
                image_score: str = postprocess.DEFAULT_IMAGE_SCORE,
-               **estimator_params) -> Profile:
+               prior_exclude: Sequence[str] = (), **estimator_params) -> Profile:
         """K good images (paths or arrays) -> Profile. See docs/profile-format.md.
 
         image_score: "top20%" (default: mean of the hottest 20 % of the map, measured best
         on both real categories), "max" (the classic map maximum; PatchCore Eq. 7), "mean"
         or "top<P>%"; stored in the profile and used by inspect and the threshold.
+
+        max_units: leave-one-out units for the threshold (0 = every support image when
+        K >= 2, K1_UNITS augmented views when K = 1).
+        prior_exclude: category names whose records the threshold's cross-category prior
+        must not use (the evaluation passes the category it evaluates).
 
         progress: optional callable(fraction_done in [0, 1], stage name), called as
         enrollment moves through load, encode, augment, fit and calibrate."""
@@ -119,10 +137,10 @@ class Inspector:
         with single_thread_blas():
             return self._enroll(images, estimator, augment, seed, select, localisation,
                                 target_fpr, sigma, max_units, synth_per_unit, rule,
-                                estimator_params)
+                                tuple(prior_exclude), estimator_params)
 
     def _enroll(self, images, estimator, augment, seed, select, localisation, target_fpr,
-                sigma, max_units, synth_per_unit, rule, estimator_params) -> Profile:
+                sigma, max_units, synth_per_unit, rule, prior_exclude, estimator_params) -> Profile:
         t, times = time.perf_counter(), {}
         size = tuple(self.meta.input_size)
         names = [preprocess.describe(im, i) for i, im in enumerate(
@@ -158,8 +176,9 @@ class Inspector:
         # Inspection never augments, so with K >= 2 the held-out image is scored as it
         # is; its flipped/rotated views would push the threshold above real defects.
         probe = view_id == 0 if k >= 2 else np.ones(len(units), bool)
-        calib = self._calibrate(est, spec, transform, fitted, feats, thetas, units, probe, source, rgbs,
-                                sigma, rule, target_fpr, max_units, synth_per_unit, seed)
+        calib = self._calibrate(est, spec, transform, feats, thetas, units, probe, source, rgbs,
+                                sigma, rule, target_fpr, max_units, synth_per_unit, seed,
+                                prior_exclude)
         times["calibrate"] = _ms(t)
         self._progress(1.0, "calibrate")
         info = {"encoder": self.meta.to_dict(), "features": spec.to_dict(),
@@ -204,31 +223,42 @@ class Inspector:
                 {"request": "auto", "method": select, "distances": dists, "chosen": chosen,
                  "ops": ops, "rule": "keep groups with distance <= mean distance"})
 
-    def _calibrate(self, est, spec, transform, fitted, feats, thetas, units, probe, source, rgbs, sigma,
-                   rule, target_fpr, max_units, synth_per_unit, seed):
-        from .calibration.threshold import calibrate, pick_units
-        held = pick_units(units, max_units, seed)
-        loo = {}
-
-        def state(u):
-            if u not in loo:
-                loo[u] = est.fit_without(feats, spec.grid, units, fitted, u, seed).tensors
-            return loo[u]
-
-        def score_good(u):
-            self._progress(0.7 + 0.3 * held.index(u) / len(held), "calibrate")
+    def _calibrate(self, est, spec, transform, feats, thetas, units, probe, source, rgbs, sigma,
+                   rule, target_fpr, max_units, synth_per_unit, seed, prior_exclude):
+        """Leave-one-out scores of every unit (the estimator re-fitted without it, PatchCore's
+        coreset included), then the tail-model threshold (calibration/threshold.py)."""
+        from .calibration.tail_prior import TailPrior
+        from .calibration.threshold import loo_threshold, synthetic_detection
+        k = len(rgbs)
+        held = _held_units(units, max_units or (0 if k >= 2 else K1_UNITS), seed)
+        good, synth = [], []
+        for n, u in enumerate(held):
+            self._progress(0.7 + 0.3 * n / len(held), "calibrate")
+            keep = units != u
+            state = est.fit(feats[keep], spec.grid, units[keep], seed).tensors
             rows = (units == u) & probe
-            return self._image_scores(feats[rows], thetas[rows], state(u), est, spec, sigma,
-                                      rule)
+            good.append(self._image_scores(feats[rows], thetas[rows], state, est, spec, sigma, rule))
+            if n < SYNTH_UNITS and synth_per_unit > 0:
+                synth.append(self._synthetic_scores(rgbs[int(source[units == u][0])], state, est,
+                                                    spec, transform, sigma, rule,
+                                                    synth_per_unit, (seed, u)))
+        loo = np.concatenate(good).astype(np.float64)
+        prior = TailPrior.default(est.name, rule, prior_exclude)
+        res = loo_threshold(loo, k, target_fpr, prior)
+        syn = np.concatenate(synth) if synth else np.zeros(0)
+        res.update({"held_out_units": held, "loo_scores": [round(float(s), 6) for s in loo],
+                    "prior_exclude": list(prior_exclude),
+                    "synthetic_scores": [round(float(s), 6) for s in syn],
+                    "expected_detection_rate": synthetic_detection(syn, res["threshold"])})
+        return res
 
-        def score_synth(u):
-            rng = np.random.default_rng([seed, u])
-            img = rgbs[int(source[units == u][0])]
-            fake = [synth.paste_defects(img, rng)[0] for _ in range(synth_per_unit)]
-            f, th = self._features(fake, spec, transform)
-            return self._image_scores(f, th, state(u), est, spec, sigma, rule)
-
-        return calibrate(held, score_good, score_synth, target_fpr)
+    def _synthetic_scores(self, img, state, est, spec, transform, sigma, rule, n, seed):
+        """Synthetic defects pasted on a held-out image, scored against its LOO state: a
+        guide to detection at the threshold, not a measured recall."""
+        rng = np.random.default_rng(list(seed))
+        fake = [synth.paste_defects(img, rng)[0] for _ in range(n)]
+        f, th = self._features(fake, spec, transform)
+        return self._image_scores(f, th, state, est, spec, sigma, rule)
 
     # ---- inspection ------------------------------------------------------------------
     def _prepared(self, profile: Profile, overrides: dict):

@@ -136,15 +136,6 @@ class PatchCore(Estimator):
                        "coreset_radius": radius},
                       groups=np.repeat(groups, p)[idx])
 
-    def fit_without(self, feats, grid, groups, fitted, held_out, seed=0):
-        # Leave-one-out without a new coreset: drop the held-out image's bank rows.
-        # (The coreset was chosen with it present: slightly optimistic, far cheaper.)
-        keep = fitted.groups != held_out
-        if not keep.any():
-            return super().fit_without(feats, grid, groups, fitted, held_out, seed)
-        return Fitted({"bank": np.ascontiguousarray(fitted.tensors["bank"][keep]),
-                       "bank_pos": fitted.tensors["bank_pos"][keep]})
-
     def score(self, feats, tensors, grid, threads=0):
         b, p, d = feats.shape
         bank = np.ascontiguousarray(tensors["bank"], np.float32)
