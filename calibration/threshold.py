@@ -45,20 +45,52 @@ def check_target(target_fpr: float) -> float:
 
 
 def t_quantile(p: float, dof: float) -> float:
-    """Student-t quantile (Cornish-Fisher expansion of the normal quantile, accurate to
-    ~1e-3 for dof >= 2 at the tails used here); dof = inf gives the normal quantile."""
-    z = normal_quantile(p)
+    """Student-t quantile: bisection on the exact CDF (regularised incomplete beta);
+    dof = inf gives the normal quantile. Kept here so scoring needs no SciPy."""
     if not math.isfinite(dof):
-        return z
-    if dof == 1:   # exact closed forms where the expansion is poor
-        return math.tan(math.pi * (p - 0.5))
-    if dof == 2:
-        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
-    g1 = (z ** 3 + z) / 4
-    g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
-    g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
-    g4 = (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / 92160
-    return z + g1 / dof + g2 / dof ** 2 + g3 / dof ** 3 + g4 / dof ** 4
+        return normal_quantile(p)
+    if p < 0.5:
+        return -t_quantile(1 - p, dof)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, dof) < p:
+        lo, hi = hi, hi * 2
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if t_cdf(mid, dof) < p else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def t_cdf(t: float, dof: float) -> float:
+    """P(T <= t) = 1 - I_x(dof/2, 1/2) / 2 for t >= 0, with x = dof / (dof + t^2)."""
+    tail = 0.5 * _betainc(dof / 2, 0.5, dof / (dof + t * t))
+    return 1 - tail if t >= 0 else tail
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b): its continued fraction (modified Lentz),
+    on the side of x where it converges fast."""
+    if x <= 0 or x >= 1:
+        return 0.0 if x <= 0 else 1.0
+    if x > (a + 1) / (a + b + 2):
+        return 1 - _betainc(b, a, 1 - x)
+    front = math.exp(a * math.log(x) + b * math.log1p(-x)
+                     + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)) / a
+    tiny, f, c, d = 1e-300, 1.0, 1.0, 0.0
+    for i in range(400):
+        m = i // 2
+        if i == 0:
+            num = 1.0
+        elif i % 2 == 0:
+            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        else:
+            num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        d = 1 + num * d
+        d = 1 / (d if abs(d) > tiny else tiny)
+        c = 1 + num / (c if abs(c) > tiny else tiny)
+        f *= c * d
+        if abs(1 - c * d) < 1e-14:
+            break
+    return front * (f - 1)
 
 
 def normal_quantile(p: float) -> float:
@@ -155,12 +187,17 @@ def loo_threshold(loo_scores: Sequence[float], k: int, target_fpr: float, prior=
     a = check_target(target_fpr)
     x = _logs(loo_scores, "leave-one-out scores")
     p = _prior_params(prior, k, a)
-    n = x.size if k >= 2 else 1
-    s2 = float(x.var(ddof=1)) if (k >= 2 and x.size >= 2) else 0.0
+    # Without a prior every held-out unit counts, views of one image included: the
+    # plain predictive quantile of what was measured, never below its maximum.
+    own = prior is None
+    n = x.size if (k >= 2 or own) else 1
+    s2 = float(x.var(ddof=1)) if ((k >= 2 or own) and x.size >= 2) else 0.0
     nu0 = p["nu0"]
     sig = math.sqrt((nu0 * p["sigma0"] ** 2 + (n - 1) * s2) / max(nu0 + n - 1, 1e-9))
     q = p["q"] if p.get("q") is not None else t_quantile(1 - a, max(nu0 + n - 1, 1.0))
     log_thr = float(x.mean()) + p["bias"] + q * sig * math.sqrt(1 + 1 / n)
+    if own:
+        log_thr = max(log_thr, float(x.max()))
     model = {"method": "loo-tail", "k": int(k), "n": int(n), "mean_log": float(x.mean()),
              "var_log": s2, "prior": p.get("source", "none")}
     return {"threshold": math.exp(log_thr), "target_fpr": a, "model": model,
