@@ -1,36 +1,51 @@
-"""The few-shot evaluation protocol (RegAD / CAReg papers), run through the public API.
+"""The few-shot evaluation protocol (RegAD / CAReg papers), run through the public API,
+plus the line metrics: false alarms and detection at calibrated thresholds.
 
 For each category, shot count K and round r a support set of K file names is drawn
 once from `train/good` by a seeded generator and saved as JSON, so every run,
-estimator and backbone sees the same sets. A profile is enrolled from the support
-images only (its threshold is calibrated from good images only); only then is any
-file under `test/` opened. Test images are scored as they come: scores and maps
-are used raw, never normalised across the test set.
+estimator and backbone sees the same sets (eval_data.py). A profile is enrolled from
+the support images only (its threshold is calibrated from good images only; the
+calibration prior leaves the evaluated category out); only then is any file under
+`test/` opened. Test images are scored as they come: scores and maps are used raw,
+never normalised across the test set.
+
+Paper metrics (image/pixel AUROC, PRO, F1-max) use the test set. Line metrics use
+every good image the profile has not seen (train/good minus the support, test/good,
+validation/good) against the defective test images, at each requested false-alarm
+target, the threshold re-derived from the one enrollment's stored calibration
+(eval_line.py).
 
 The encoder is the expensive part and does not depend on the support set, so all
-pending profiles of a category are enrolled first and the test set is streamed
-once, each image scored by every profile (the encoder output of the last image
-is memoised). Each finished (category, estimator, K, round) is cached on disk as a
-container file; an interrupted run resumes where it stopped.
+pending profiles of a category are enrolled first, then the test set and the other
+good images are streamed once, each image read and encoded once and scored by every
+profile that has not seen it (the encoder outputs are memoised by input bytes). Each
+finished (category, estimator, K, round) is cached on disk as a container file; an
+interrupted run resumes where it stopped, and a later run asking for another target
+re-derives it from the cached scores and calibration without enrolling again.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from . import imageio, metrics
-from .container import atomic_write_bytes, read_container, write_container
-from .errors import FormatError, UserInputError
+from .container import read_container, write_container
+from .errors import FormatError
+# the dataset walker and support sets live in eval_data; these names stay importable here
+from .eval_data import (Category, TestItem, draw_support, find_categories,  # noqa: F401
+                        load_category, read_mask, support_sets)
+from .eval_line import (DEFAULT_TARGETS, default_threshold_for, line_metrics,
+                        own_threshold_metrics, thresholds_at)
 
 LOCALISATION = {"feature-unwarp": "unwarp", "registered-frame": "registered"}
-CACHE_KIND, CACHE_VERSION = "careg-eval-round", 1
+# version 2: rounds carry the unseen-good scores, the calibration and the line metrics
+CACHE_KIND, CACHE_VERSION = "careg-eval-round", 2
 CURVE_POINTS = 400
 WORST_N = 6
 
@@ -46,6 +61,9 @@ class EvalConfig:
     localisation: str = "feature-unwarp"
     seed: int = 0
     enroll_options: Dict[str, object] = field(default_factory=dict)
+    # enroll with prior_exclude=(category,): a calibration prior learned across
+    # categories must not have seen the one being evaluated
+    exclude_own_category: bool = True
 
     def key(self) -> str:
         blob = json.dumps(self.__dict__, sort_keys=True, default=str)
@@ -62,122 +80,17 @@ class EvalConfig:
             parts.append(f"score-{self.enroll_options['image_score']}")
         return "+".join(parts)
 
-
-# --------------------------------------------------------------------------- dataset walker
-@dataclass
-class TestItem:
-    path: Path
-    defect_type: str            # "good" or the folder name under test/
-    mask: Optional[Path]        # None for good images (all-normal mask)
-
-    @property
-    def label(self) -> int:
-        return int(self.defect_type != "good")
-
-
-@dataclass
-class Category:
-    name: str
-    root: Path
-    train: List[Path]
-    test: List[TestItem]
-    good_source: str = "test/good"   # where the good test images come from
-
-
-def find_categories(root: Path) -> List[str]:
-    """Folders of `root` in the MVTec AD layout (train/good and test/)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserInputError(f"--data {root}: folder does not exist")
-    cats = sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir() and (p / "test").is_dir())
-    if not cats:
-        raise UserInputError(f"--data {root}: no category folder with train/good and test/ "
-                             "(expected the MVTec AD layout ROOT/CAT/train/good, ROOT/CAT/test/<type>)")
-    return cats
-
-
-def load_category(root: Path, name: str) -> Category:
-    """List (never open) the files of one category; pair each defect image with its mask."""
-    base = Path(root) / name
-    if not (base / "train" / "good").is_dir() or not (base / "test").is_dir():
-        raise UserInputError(f"--category {name}: {base} lacks train/good or test/ "
-                             f"(available: {', '.join(find_categories(root))})")
-    train = imageio.list_images(base / "train" / "good", "train/good folder")
-    test: List[TestItem] = []
-    for tdir in sorted(p for p in (base / "test").iterdir() if p.is_dir()):
-        for img in imageio.list_images(tdir, f"test/{tdir.name} folder"):
-            test.append(TestItem(img, tdir.name, None if tdir.name == "good" else _mask_of(base, tdir.name, img)))
-    if not any(t.label for t in test):
-        raise UserInputError(f"{base}/test: no defective images (only test/good)")
-    good_source = "test/good"
-    if all(t.label for t in test) and (base / "validation" / "good").is_dir():
-        # e.g. the partial MVTec LOCO copy: no test/good. Image-level metrics need good
-        # images, and validation/good is disjoint from train/good (supports come only
-        # from there), so it stands in; results record the substitution.
-        good_source = "validation/good"
-        test = [TestItem(p, "good", None) for p in
-                imageio.list_images(base / "validation" / "good", "validation/good folder")] + test
-    return Category(name, base, train, test, good_source)
-
-
-def _mask_of(base: Path, dtype: str, img: Path) -> Path:
-    for cand in (f"{img.stem}_mask.png", f"{img.stem}.png"):
-        m = base / "ground_truth" / dtype / cand
-        if m.is_file():
-            return m
-    raise UserInputError(f"{img}: no mask {base}/ground_truth/{dtype}/{img.stem}_mask.png; "
-                         "every defective test image needs a mask")
-
-
-def read_mask(item: TestItem, shape) -> np.ndarray:
-    if item.mask is None:
-        return np.zeros(shape, bool)
-    from PIL import Image
-    with Image.open(item.mask) as im:
-        m = np.asarray(im.convert("L")) >= 128
-    if m.shape != tuple(shape):
-        raise UserInputError(f"{item.mask}: mask is {m.shape[1]}x{m.shape[0]} but image {item.path} "
-                             f"is {shape[1]}x{shape[0]} (WxH); masks must match their images")
-    return m
-
-
-# --------------------------------------------------------------------------- support sets
-def draw_support(train: Sequence[str], k: int, category: str, rnd: int, seed: int) -> List[str]:
-    """K distinct names from `train`, a pure function of (seed, category, K, round)."""
-    if k > len(train):
-        raise UserInputError(f"--shots {k}: category {category!r} has only {len(train)} "
-                             "train/good images; use fewer shots")
-    rng = np.random.default_rng([seed, zlib.crc32(category.encode()), k, rnd])
-    pick = rng.choice(len(train), size=k, replace=False)
-    return sorted(train[i] for i in pick)
-
-
-def support_sets(cat: Category, shots: Sequence[int], rounds: int, seed: int,
-                 folder: Path) -> Dict[str, List[str]]:
-    """{"K/round": [names]} loaded from `folder/<category>.json`, drawn and saved if absent."""
-    path = Path(folder) / f"{cat.name}.json"
-    sets: Dict[str, List[str]] = {}
-    if path.exists():
-        try:
-            sets = json.loads(path.read_text())["sets"]
-        except (ValueError, KeyError, TypeError):
-            raise FormatError(f"{path}: not a support-set file; delete it to draw the sets again") from None
-    names = [p.name for p in cat.train]
-    changed = False
-    for k in shots:
-        for r in range(rounds):
-            key = f"{k}/{r}"
-            if key not in sets:
-                sets[key] = draw_support(names, k, cat.name, r, seed)
-                changed = True
-            missing = set(sets[key]) - set(names)
-            if missing:
-                raise UserInputError(f"{path}: support set {key} names {sorted(missing)[0]}, which "
-                                     f"is not in {cat.root}/train/good; delete the file to redraw")
-    if changed:
-        doc = {"category": cat.name, "seed": seed, "source": "train/good", "sets": sets}
-        atomic_write_bytes(path, json.dumps(doc, indent=1, sort_keys=True).encode())
-    return sets
+    def enroll_kwargs(self, category: str) -> Dict[str, object]:
+        """Keyword arguments of Inspector.enroll for one category (recorded per round)."""
+        opts = dict(self.enroll_options)
+        opts["localisation"] = LOCALISATION[self.localisation]  # the pipeline's names
+        # no image_score in a config means max, whatever the library's default is today
+        # (the CLI puts every other rule in the config, so the method label names it)
+        opts.setdefault("image_score", "max")
+        kw = dict(estimator=self.estimator, augment=self.augment, seed=self.seed, **opts)
+        if self.exclude_own_category:
+            kw["prior_exclude"] = (category,)
+        return kw
 
 
 # --------------------------------------------------------------------------- cache
@@ -282,11 +195,13 @@ class RoundJob:
     cache: Path
     profile: object = None
     enroll_s: float = 0.0
+    enroll_kwargs: Dict[str, object] = field(default_factory=dict)
     scores: List[float] = field(default_factory=list)
     flagged: List[bool] = field(default_factory=list)
     maps: List[np.ndarray] = field(default_factory=list)
     infer_ms: List[float] = field(default_factory=list)
     threshold: float = float("nan")
+    unseen: Dict[str, float] = field(default_factory=dict)  # path -> score, outside the test set
 
 
 def _saved_ms(memo) -> float:
@@ -294,14 +209,9 @@ def _saved_ms(memo) -> float:
 
 
 def _enroll(insp, memo, job: RoundJob, images: List[np.ndarray]) -> None:
-    opts = dict(job.cfg.enroll_options)
-    opts["localisation"] = LOCALISATION[job.cfg.localisation]  # the pipeline's names
-    # no image_score in a config means max (how every cached round was made), whatever
-    # the library's default is today
-    opts.setdefault("image_score", "max")
+    job.enroll_kwargs = job.cfg.enroll_kwargs(job.cat)
     before, t = _saved_ms(memo), time.perf_counter()
-    job.profile = insp.enroll(images, estimator=job.cfg.estimator, augment=job.cfg.augment,
-                              seed=job.cfg.seed, **opts)
+    job.profile = insp.enroll(images, **job.enroll_kwargs)
     job.enroll_s = time.perf_counter() - t + (_saved_ms(memo) - before) / 1e3
 
 
@@ -327,7 +237,18 @@ def _thumb(a: np.ndarray, side: int = 128) -> np.ndarray:
     return cv2.resize(a, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
 
 
-def finish_round(job: RoundJob, cat: Category, masks: List[np.ndarray]) -> dict:
+def _calibration(profile) -> Optional[dict]:
+    """The profile's stored calibration as plain JSON (None when it has none)."""
+    calib = (getattr(profile, "info", None) or {}).get("calibration")
+    if calib is None:
+        return None
+    plain = lambda o: o.tolist() if hasattr(o, "tolist") else str(o)  # noqa: E731
+    return json.loads(json.dumps(calib, default=plain))
+
+
+def finish_round(job: RoundJob, cat: Category, masks: List[np.ndarray],
+                 targets: Sequence[float] = DEFAULT_TARGETS,
+                 threshold_for: Callable = default_threshold_for) -> dict:
     """Metrics of one finished round; writes the cache file; frees the maps."""
     y = np.array([t.label for t in cat.test], np.uint8)
     s = np.array(job.scores, np.float64)
@@ -338,6 +259,7 @@ def finish_round(job: RoundJob, cat: Category, masks: List[np.ndarray]) -> dict:
     res = {
         "category": cat.name, "method": job.cfg.label(), "config": job.cfg.__dict__, "shots": job.k,
         "round": job.rnd, "support": job.support, "good_test_source": cat.good_source,
+        "enroll_kwargs": job.enroll_kwargs,
         "image_auroc": metrics.auroc(y, s), "pixel_auroc": pix_auroc,
         "aupro": metrics.aupro_from_curve(fpr, pro, 0.3), "f1_max": f1, "f1_threshold": f1_thr,
         "fpr_at_threshold": float(flagged[y == 0].mean()) if (y == 0).any() else float("nan"),
@@ -347,6 +269,9 @@ def finish_round(job: RoundJob, cat: Category, masks: List[np.ndarray]) -> dict:
         "test_files": [str(t.path.relative_to(cat.root)) for t in cat.test],
     }
     arrays = {"scores": s, "labels": y, "flagged": flagged.astype(np.uint8)}
+    unseen = _unseen_scores(job, cat)
+    arrays["unseen_scores"] = unseen
+    res.update(_line_fields(job, cat, unseen, s[y == 1], targets, threshold_for))
     arrays["image_roc"] = np.stack(metrics.roc_curve(y, s, CURVE_POINTS))
     arrays["pixel_roc"] = np.stack(pix_roc)
     step = max(1, fpr.size // CURVE_POINTS)
@@ -363,6 +288,46 @@ def finish_round(job: RoundJob, cat: Category, masks: List[np.ndarray]) -> dict:
     return res
 
 
+def _unseen_scores(job: RoundJob, cat: Category) -> np.ndarray:
+    """Scores of the round's unseen good images, in Category.unseen_good order."""
+    by_path = dict(job.unseen)
+    by_path.update((str(t.path), sc) for t, sc in zip(cat.test, job.scores) if not t.label)
+    paths = cat.unseen_good(job.support)
+    missing = [p for p in paths if str(p) not in by_path]
+    if missing:  # a bug, not bad input: every unseen good image must have been scored
+        raise RuntimeError(f"{len(missing)} unseen good images were not scored, e.g. {missing[0]}")
+    return np.array([by_path[str(p)] for p in paths], np.float64)
+
+
+def _line_fields(job: RoundJob, cat: Category, unseen: np.ndarray, defects: np.ndarray,
+                 targets: Sequence[float], threshold_for: Callable) -> dict:
+    calib = _calibration(job.profile)
+    own_target = (calib or {}).get("target_fpr")
+    own = own_threshold_metrics(unseen, defects, job.threshold, own_target)
+    return {
+        "n_unseen_good": int(unseen.size), "unseen_good_sources": cat.good_sources(job.support),
+        "unseen_files": [str(p.relative_to(cat.root)) for p in cat.unseen_good(job.support)],
+        "unseen_fpr_at_threshold": own["fpr"], "line_own_threshold": own,
+        "calibration": calib,
+        "line": line_metrics(unseen, defects, thresholds_at(calib, targets, threshold_for)),
+    }
+
+
+def complete_targets(res: dict, arrays: Dict[str, np.ndarray], targets: Sequence[float],
+                     threshold_for: Callable = default_threshold_for) -> bool:
+    """Add line metrics for targets a cached round lacks, from its stored scores and
+    calibration (no enrollment); True when anything was added."""
+    have = {row["target_fpr"] for row in res.get("line", [])}
+    missing = [t for t in targets if t not in have]
+    if not missing:
+        return False
+    defects = arrays["scores"][arrays["labels"] == 1]
+    new = line_metrics(arrays["unseen_scores"], defects,
+                       thresholds_at(res.get("calibration"), missing, threshold_for))
+    res["line"] = sorted(res.get("line", []) + new, key=lambda row: row["target_fpr"])
+    return True
+
+
 # --------------------------------------------------------------------------- driver
 def default_inspector(cfg: EvalConfig):
     from . import Inspector
@@ -372,9 +337,15 @@ def default_inspector(cfg: EvalConfig):
 def evaluate(data: Path, outdir: Path, configs: Sequence[EvalConfig], shots: Sequence[int],
              rounds: int, categories: Optional[Sequence[str]] = None, seed: int = 0,
              support_dir: Optional[Path] = None, make_inspector=default_inspector,
-             progress: bool = True, max_map_bytes: float = 2e9) -> dict:
-    """Run (or resume) the protocol; returns {"rounds": [...per-round results...]}."""
+             progress: bool = True, max_map_bytes: float = 2e9,
+             targets: Sequence[float] = DEFAULT_TARGETS,
+             threshold_for: Callable = default_threshold_for) -> dict:
+    """Run (or resume) the protocol; returns {"results": [...per-round results...], ...}.
+
+    targets: false-alarm rates at which the line metrics are measured, each threshold
+    re-derived by threshold_for(profile.info["calibration"], target) from one enrollment."""
     data, outdir = Path(data), Path(outdir)
+    targets = sorted({float(t) for t in targets})
     cats = [load_category(data, c) for c in (categories or find_categories(data))]
     support_dir = Path(support_dir) if support_dir else outdir / "support_sets"
     plan = []
@@ -385,27 +356,40 @@ def evaluate(data: Path, outdir: Path, configs: Sequence[EvalConfig], shots: Seq
                 for r in range(rounds):
                     plan.append(RoundJob(cat.name, cfg, k, r, sets[f"{k}/{r}"],
                                          cache_path(outdir, cat.name, cfg, k, r)))
-    todo = [j for j in plan if not _cached(j)]
-    bar = Progress(sum(1 + len(c.test) for c in cats for j in todo if j.cat == c.name), progress)
+    todo = [j for j in plan if not _cached(j, targets, threshold_for)]
+    bar = Progress(sum(_work(c, j) for c in cats for j in todo if j.cat == c.name), progress)
     inspectors: Dict[tuple, object] = {}
     for cat in cats:
         _run_category(cat, [j for j in todo if j.cat == cat.name], inspectors, make_inspector,
-                      bar, max_map_bytes)
+                      bar, max_map_bytes, targets, threshold_for)
     results = []
     for j in plan:
         got = load_round(j.cache)
         if got is None or got[0].get("support") != j.support:
             raise FormatError(f"{j.cache}: result missing after the run; delete it and run again")
-        got[0]["cache"] = str(j.cache.relative_to(outdir))
-        results.append(got[0])
+        res = got[0]
+        res["line"] = [row for row in res["line"] if row["target_fpr"] in targets]
+        res["cache"] = str(j.cache.relative_to(outdir))
+        results.append(res)
     return {"data": str(data), "shots": list(shots), "rounds": rounds, "seed": seed,
-            "support_dir": str(support_dir), "results": results}
+            "targets": targets, "support_dir": str(support_dir), "results": results}
 
 
-def _cached(job: RoundJob) -> bool:
-    """A cached round counts only if it was scored with the same support set."""
+def _cached(job: RoundJob, targets: Sequence[float], threshold_for: Callable) -> bool:
+    """A cached round counts only if it was scored with the same support set; targets
+    it lacks are added from its stored scores."""
     got = load_round(job.cache)
-    return got is not None and got[0].get("support") == job.support
+    if got is None or got[0].get("support") != job.support:
+        return False
+    res, arrays = got
+    if complete_targets(res, arrays, targets, threshold_for):
+        save_round(job.cache, res, arrays)
+    return True
+
+
+def _work(cat: Category, job: RoundJob) -> int:
+    """Progress units of one round: its enrollment and every image it scores."""
+    return 1 + len(cat.test) + len(cat.unseen_good(job.support)) - sum(1 for t in cat.test if not t.label)
 
 
 def _map_bytes(cat: Category) -> int:
@@ -419,7 +403,8 @@ def _map_bytes(cat: Category) -> int:
 
 
 def _run_category(cat: Category, jobs: List[RoundJob], inspectors, make_inspector, bar,
-                  max_map_bytes: float) -> None:
+                  max_map_bytes: float, targets: Sequence[float] = DEFAULT_TARGETS,
+                  threshold_for: Callable = default_threshold_for) -> None:
     if not jobs:
         return
     per_round = _map_bytes(cat)
@@ -445,7 +430,25 @@ def _run_category(cat: Category, jobs: List[RoundJob], inspectors, make_inspecto
                 for j in chunk:
                     _score(insp, memo, j, image)
                 bar.step(len(chunk), f"{cat.name} inspect")
+            _score_other_goods(insp, cat, chunk, bar)
             masks = [read_mask(t, m.shape) for t, m in zip(cat.test, chunk[0].maps)]
             for j in chunk:
-                finish_round(j, cat, masks)
+                finish_round(j, cat, masks, targets, threshold_for)
                 j.profile = None
+
+
+def _score_other_goods(insp, cat: Category, chunk: List[RoundJob], bar) -> None:
+    """Good images outside the test set (train/good, validation/good): each read once,
+    and scored (image score only, no map kept) by every profile of the chunk that did
+    not enroll on it; the profiles score it one after the other, so the encoder memo
+    encodes it once."""
+    supports = [set(j.support) for j in chunk]
+    others = [(p, True) for p in cat.train] + [(p, False) for p in cat.extra_good]
+    for path, in_train in others:
+        jobs = [j for j, sup in zip(chunk, supports) if not (in_train and path.name in sup)]
+        if not jobs:
+            continue
+        image = imageio.read_image(path)
+        for j in jobs:
+            j.unseen[str(path)] = float(insp.inspect(image, j.profile).score)
+        bar.step(len(jobs), f"{cat.name} unseen good")

@@ -13,6 +13,9 @@ Conventions (the ones the MVTec AD / RegAD papers report):
   under PRO(FPR) from 0 to `max_fpr` (linearly interpolated at `max_fpr`), divided
   by `max_fpr`. Only pixels that can matter for FPR <= max_fpr enter the sort.
 * F1-max: best F1 over every threshold "score >= t" of the image scores.
+* Detection at a false-positive rate (`detection_at_fpr`): the largest TPR among the
+  ROC's points whose FPR does not exceed the rate (no interpolation between points,
+  which would promise an operating point no threshold gives).
 Scores are used as they are: nothing is min-max normalised over the test set.
 """
 from __future__ import annotations
@@ -126,6 +129,35 @@ def rates_at_threshold(labels, scores, threshold: float) -> Tuple[float, float]:
     flagged = s > threshold
     fpr = float(flagged[~y].mean()) if (~y).any() else float("nan")
     det = float(flagged[y].mean()) if y.any() else float("nan")
+    return fpr, det
+
+
+def detection_at_fpr(pos, neg, max_fpr: float) -> float:
+    """The ROC's detection rate at false-positive rate `max_fpr`, read conservatively off
+    the step function: the largest TPR among the ROC's points with FPR <= max_fpr.
+
+    A threshold lets through at most a = floor(max_fpr * n_neg) normal scores only if it
+    lies above the (a+1)-th largest normal score (tied normal scores cannot be split), so
+    the answer is the fraction of anomalous scores strictly above that score."""
+    pos, neg = np.ravel(pos), np.sort(np.ravel(neg))
+    if pos.size == 0 or neg.size == 0 or not np.isfinite(max_fpr):
+        return float("nan")
+    # the tiny slack keeps max_fpr * n that is an integer in exact arithmetic (0.01 * 300)
+    # from rounding down to the integer below
+    allowed = int(np.floor(max_fpr * neg.size * (1 + 1e-9)))
+    if allowed >= neg.size:
+        return 1.0
+    return float(np.count_nonzero(pos > neg[neg.size - 1 - allowed]) / pos.size)
+
+
+def rates_split(pos, neg, threshold: float) -> Tuple[float, float]:
+    """(false-positive rate on `neg`, detection rate on `pos`) for the rule the SDK uses,
+    defect when score > threshold; NaN for an empty side or a NaN threshold."""
+    pos, neg = np.ravel(pos), np.ravel(neg)
+    if np.isnan(threshold):
+        return float("nan"), float("nan")
+    fpr = float(np.count_nonzero(neg > threshold) / neg.size) if neg.size else float("nan")
+    det = float(np.count_nonzero(pos > threshold) / pos.size) if pos.size else float("nan")
     return fpr, det
 
 

@@ -48,21 +48,42 @@ class FakeResult:
     threshold: float
 
 
+class FakeProfile:
+    """What evaluate reads of a Profile: the threshold and info["calibration"]."""
+
+    def __init__(self, mean, threshold, estimator):
+        self.mean, self.threshold, self.estimator = mean, threshold, estimator
+        self.info = {"calibration": {"threshold": threshold, "target_fpr": 0.01}}
+
+
+def fake_threshold_for(calibration, target):
+    """Stand-in for calibration.threshold.threshold_for: the stored threshold at 1 %,
+    lower at higher targets, so different targets give different thresholds."""
+    return calibration["threshold"] * (0.01 / target) ** 0.5
+
+
 class FakeInspector:
-    """Profile = mean support image; map = |image - mean|; threshold = max support score."""
+    """Profile = mean support image; map = |image - mean|; threshold = max support score.
+    Every image goes through `runtime.infer` (when one is attached), like the real one."""
 
     def __init__(self, log):
         self.log = log
         self.enrolled = []
+        self.kwargs = []
+        self.runtime = None
 
-    def enroll(self, images, estimator, augment, seed, localisation="unwarp", image_score=None):
+    def enroll(self, images, estimator, augment, seed, localisation="unwarp", image_score=None,
+               prior_exclude=None):
         assert localisation in ("unwarp", "registered")
         assert image_score is not None   # always explicit: a config without one means max
         self.log.append(("enroll", len(images)))
+        self.kwargs.append(dict(estimator=estimator, prior_exclude=prior_exclude))
         self.enrolled.append([a.copy() for a in images])
+        if self.runtime is not None:
+            self.runtime.infer(np.stack(images).astype(np.float32))
         mean = np.mean([a.astype(np.float32) for a in images], axis=0)
         thr = max(self._map(a, mean).max() for a in images) + 1e-3
-        return {"mean": mean, "thr": thr, "estimator": estimator}
+        return FakeProfile(mean, thr, estimator)
 
     @staticmethod
     def _map(a, mean):
@@ -70,9 +91,11 @@ class FakeInspector:
 
     def inspect(self, image, profile):
         self.log.append(("inspect", None))
-        m = self._map(image, profile["mean"])
+        if self.runtime is not None:
+            self.runtime.infer(image[None].astype(np.float32))
+        m = self._map(image, profile.mean)
         s = float(m.max())
-        return FakeResult(s, m, s > profile["thr"], profile["thr"])
+        return FakeResult(s, m, s > profile.threshold, profile.threshold)
 
 
 @pytest.fixture
@@ -81,7 +104,8 @@ def data(tmp_path):
 
 
 def _run(data, out, log, **kw):
-    insp = FakeInspector(log)
+    insp = kw.pop("insp", None) or FakeInspector(log)
+    kw.setdefault("threshold_for", fake_threshold_for)
     doc = ev.evaluate(data, out, [ev.EvalConfig(estimator="fake")], shots=kw.pop("shots", [1, 2]),
                       rounds=kw.pop("rounds", 2), make_inspector=lambda cfg: insp,
                       progress=False, **kw)
@@ -154,7 +178,7 @@ def test_scores_are_raw_and_metrics_match_sklearn(data, tmp_path):
     np.testing.assert_array_equal(arrays["scores"], want)  # no normalisation across the test set
     y = [t.label for t in cat.test]
     assert res["image_auroc"] == pytest.approx(roc_auc_score(y, want), abs=1e-12)
-    flagged = np.array(want) > prof["thr"]
+    flagged = np.array(want) > prof.threshold
     assert res["fpr_at_threshold"] == pytest.approx(flagged[np.array(y) == 0].mean())
     assert res["detection_rate_at_threshold"] == pytest.approx(flagged[np.array(y) == 1].mean())
     assert 0.0 <= res["aupro"] <= 1.0 and res["pixel_auroc"] > 0.9  # bright squares on the masks
