@@ -22,7 +22,7 @@ from . import __version__
 from .errors import CaregError, UserInputError
 
 # verb -> module in careg_edge.commands; a module that does not exist yet is skipped.
-VERBS = ["train", "export", "build-engine", "enroll", "run", "eval", "bench", "info", "demo"]
+VERBS = ["train", "export", "build-engine", "enroll", "calibrate", "run", "eval", "bench", "info", "demo"]
 DEVICES = ["auto", "cpu", "cuda"]
 BACKENDS = ["auto", "torch", "onnxruntime", "tensorrt"]
 

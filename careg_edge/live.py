@@ -121,6 +121,7 @@ class Summary:
     defects: int = 0
     dropped: int = 0         # discarded by the capture thread because inference lagged
     unreadable: int = 0
+    learning: int = 0        # of `frames`: presumed good (run --learn), no verdict counted
     elapsed_s: float = 0.0
     interrupted: bool = False
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)   # capture -> result
@@ -140,7 +141,7 @@ class Summary:
                 "latency_ms_p99": r(self.latency.percentile(99)),
                 "inference_ms_p50": r(self.inference.percentile(50)),
                 "inference_ms_p99": r(self.inference.percentile(99)),
-                "interrupted": self.interrupted}
+                "learning": self.learning, "interrupted": self.interrupted}
 
     def text(self) -> str:
         d = self.to_dict()
@@ -149,7 +150,9 @@ class Summary:
                 f"{d['dropped']} dropped, {d['unreadable']} unreadable in {d['elapsed_s']:.1f} s "
                 f"({d['fps']:.1f} FPS); latency p50 {fmt(d['latency_ms_p50'])} ms, "
                 f"p99 {fmt(d['latency_ms_p99'])} ms (inference p50 "
-                f"{fmt(d['inference_ms_p50'])} ms)" + (" [interrupted]" if self.interrupted else ""))
+                f"{fmt(d['inference_ms_p50'])} ms)"
+                + (f"; {self.learning} learning" if self.learning else "")
+                + (" [interrupted]" if self.interrupted else ""))
 
 
 # --------------------------------------------------------------------- records
@@ -164,7 +167,8 @@ RECORD_SCHEMA = {  # JSON Schema of one line; docs/cli.md shows examples
         "name": {"type": "string"},             # file name (image folders)
         "score": {"type": "number"},            # worst profile's score
         "threshold": {"type": "number"},        # ... and its threshold
-        "decision": {"enum": ["ok", "defect", "unreadable"]},
+        # "learning": one of the first N frames of `run --learn N` (presumed good)
+        "decision": {"enum": ["ok", "defect", "unreadable", "learning"]},
         "error": {"type": "string"},            # unreadable frames only
         "latency_ms": {"type": "object", "additionalProperties": {"type": "number"}},
         "profiles": {"type": "array", "items": {
@@ -172,7 +176,7 @@ RECORD_SCHEMA = {  # JSON Schema of one line; docs/cli.md shows examples
             "additionalProperties": False,
             "properties": {"profile": {"type": "string"}, "score": {"type": "number"},
                            "threshold": {"type": "number"},
-                           "decision": {"enum": ["ok", "defect"]}}}},
+                           "decision": {"enum": ["ok", "defect", "learning"]}}}},
         "saved": {"type": "array", "items": {"type": "string"}},
     },
 }
@@ -273,11 +277,14 @@ def _inspect(inspector, images: List[np.ndarray], profile) -> list:
 
 
 def run_live(src: Source, inspector, profiles: Dict[str, object], out, opts: LiveOptions,
-             log=lambda m: None) -> Summary:
+             log=lambda m: None, learner=None) -> Summary:
     """Score every frame the source yields; one JSON line each to `out`.
 
     `profiles` maps a display name to a loaded Profile. The source must not be
     open yet: it is opened here (with retries) so errors come before any output.
+    `learner` (careg_edge.recalibrate.Learner, for `run --learn N`): the first N
+    readable frames are learning frames; then each profile's threshold is fixed
+    and written, and `profiles` holds the re-loaded profiles.
     """
     summary = Summary(source=src.label)
     stop = threading.Event()
@@ -290,7 +297,7 @@ def run_live(src: Source, inspector, profiles: Dict[str, object], out, opts: Liv
     cap.start()
     try:
         with _graceful_stop(stop):
-            _loop(cap, inspector, profiles, out, opts, summary, stop, window)
+            _loop(cap, inspector, profiles, out, opts, summary, stop, window, learner, log)
     except KeyboardInterrupt:  # second Ctrl-C: abandon the batch, still summarise
         summary.interrupted = True
     except BrokenPipeError:  # the consumer (`| head`, a closed socket) went away: stop quietly
@@ -307,6 +314,10 @@ def run_live(src: Source, inspector, profiles: Dict[str, object], out, opts: Liv
     # A reconnect cut short by Ctrl-C is the user's choice, not a lost camera.
     if cap.error is not None and not summary.interrupted:
         summary.error = cap.error
+    if learner is not None and learner.active:
+        why = ("interrupted" if summary.interrupted else
+               "the source was lost" if summary.error is not None else "the source ended")
+        learner.stop_early(profiles, why, log)
     return summary
 
 
@@ -318,10 +329,13 @@ def _silence_stdout(out) -> None:
             pass
 
 
-def _loop(cap, inspector, profiles, out, opts, summary, stop, window):
+def _loop(cap, inspector, profiles, out, opts, summary, stop, window, learner=None, log=None):
     taken = 0
     while not stop.is_set():
         want = opts.batch
+        learning = learner is not None and learner.active
+        if learning:  # a batch never straddles the end of learning
+            want = min(want, learner.remaining)
         if opts.max_frames is not None:
             want = min(want, opts.max_frames - taken)
             if want <= 0:
@@ -330,12 +344,15 @@ def _loop(cap, inspector, profiles, out, opts, summary, stop, window):
         taken += len(frames)
         summary.dropped = cap.dropped
         if frames:
-            _score(frames, inspector, profiles, out, opts, summary, window)
+            _score(frames, inspector, profiles, out, opts, summary, window,
+                   learner if learning else None)
+        if learning and learner.remaining == 0:
+            learner.finish(profiles, log)  # later batches use the re-loaded profiles
         if ended:
             return
 
 
-def _score(frames, inspector, profiles, out, opts, summary, window):
+def _score(frames, inspector, profiles, out, opts, summary, window, learner=None):
     good, images = [], []
     for f in frames:
         if f.image is None:
@@ -357,13 +374,23 @@ def _score(frames, inspector, profiles, out, opts, summary, window):
         summary.frames += 1
         summary.latency.add(total_ms)
         summary.inference.add(infer_ms)
-        if rec["decision"] == "defect":
+        if learner is not None:  # presumed good: scored and shown, but no verdict
+            learner.add(f.id, results)
+            summary.learning += 1
+            _mark_learning(rec)
+        elif rec["decision"] == "defect":
             summary.defects += 1
             if opts.save_defects is not None:
                 rec["saved"] = save_defect(opts.save_defects, f, images[i], worst)
         _emit(out, rec)
         if window:
             window.show(images[i], worst, rec, summary)
+
+
+def _mark_learning(rec: dict) -> None:
+    rec["decision"] = "learning"
+    for p in rec["profiles"]:
+        p["decision"] = "learning"
 
 
 def _emit(out, rec: dict) -> None:

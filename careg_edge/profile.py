@@ -9,15 +9,17 @@ dtypes of the estimator's tensors are checked against the metadata before use.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .container import metadata_json, parse_container, read_container, write_container
-from .errors import BadHeader, EncoderMismatch
+from .errors import BadHeader, EncoderMismatch, UserInputError
 
 KIND = "careg-profile"
 VERSION = 1
@@ -27,6 +29,8 @@ FLAT_KEYS = ("estimator", "threshold", "grid_h", "grid_w", "image_h", "image_w",
 # Optional flat key, written only when the rule is not "max" so that max-rule profiles
 # stay byte-identical to those written before it existed.
 IMAGE_SCORE_KEY = "image_score"
+# info key of the threshold changes made after enrollment (careg-edge calibrate, run --learn)
+HISTORY_KEY = "threshold_history"
 # top<P>% with P spelled digits[.digits]: the one spelling the C++ reader accepts too.
 _TOP_RULE = re.compile(r"top([0-9]+(?:\.[0-9]+)?)%")
 # tensor name -> allowed dtypes, per estimator (channel_index is optional for all)
@@ -78,6 +82,29 @@ class Profile:
         write_container(path, self.tensors, self.metadata(), KIND, VERSION)
         self.path = str(path)
         return path
+
+    # ---- threshold ------------------------------------------------------------------
+    def set_threshold(self, value: float, provenance: dict) -> dict:
+        """Change the threshold, appending a record to info["threshold_history"].
+
+        `provenance` says where the value came from: method, target_fpr, n_images,
+        source (folder, glob, camera or "explicit") and anything else worth keeping.
+        The enrollment calibration (info["calibration"]) is left as it was, so the
+        history plus the calibration tell every threshold this profile ever had.
+        Returns the record. Nothing is written: call save()."""
+        value = check_threshold(value, "threshold")
+        from . import __version__  # the package imports this module: not at import time
+        record = {"threshold": value, "previous": float(self.threshold), **provenance,
+                  "time": datetime.now(timezone.utc).isoformat(timespec="seconds")
+                  .replace("+00:00", "Z"), "careg_edge": __version__}
+        self.info.setdefault(HISTORY_KEY, []).append(record)
+        self.threshold = value
+        return record
+
+    @property
+    def threshold_history(self) -> List[dict]:
+        """Every threshold change since enrollment, oldest first ([] when none)."""
+        return list(self.info.get(HISTORY_KEY, []))
 
     @property
     def nbytes(self) -> int:
@@ -144,6 +171,17 @@ class Profile:
                 f"{self.path or 'profile'}: enrolled with encoder {self.encoder_hash[:12]} "
                 f"({enrolled}) but the loaded encoder is {encoder_hash[:12]} ({backbone or '?'}); "
                 "load the same model or re-enroll")
+
+
+def check_threshold(value, what: str) -> float:
+    """A usable threshold: a finite number above 0 (scores are distances)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UserInputError(f"{what} {value!r}: not a number") from None
+    if not (math.isfinite(v) and v > 0):
+        raise UserInputError(f"{what} {value}: must be a finite number above 0")
+    return v
 
 
 def _check_image_score(rule, where: str) -> None:

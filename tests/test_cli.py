@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from careg_edge.cli import VERBS, cli
 
-OURS = ["enroll", "run", "demo", "info"]
+OURS = ["enroll", "calibrate", "run", "demo", "info"]
 
 
 def present_verbs():
@@ -47,7 +47,7 @@ def test_every_verb_help_is_complete_and_ends_with_an_example(verb):
 def test_console_script_help_runs_without_torch():
     code = ("import sys, careg_edge.cli as c\n"
             "try:\n    c.main(['run', '--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
-            "for v in ('enroll', 'demo', 'info'):\n"
+            "for v in ('enroll', 'calibrate', 'demo', 'info'):\n"
             "    try:\n        c.main([v, '--help'])\n    except SystemExit:\n        pass\n"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -148,6 +148,7 @@ def fake(monkeypatch):
 
 
 def test_verbs_registry_matches_issue():
-    assert VERBS == ["train", "export", "build-engine", "enroll", "run", "eval", "bench", "info", "demo"]
+    assert VERBS == ["train", "export", "build-engine", "enroll", "calibrate", "run", "eval", "bench",
+                     "info", "demo"]
     assert set(OURS) <= set(present_verbs())
     assert Path(__file__).resolve().parents[1].joinpath("careg_edge/commands/run.py").exists()

@@ -57,6 +57,7 @@ Examples:
   careg-edge run --profile part.careg --camera 0 --jsonl line3.jsonl --save-defects defects/
   careg-edge run --profile part.careg --video shift2.mp4 --roi 100,40,800,800 --max-frames 500
   careg-edge run --profile a.careg --profile b.careg --images 'batch7/*.png' --batch 8
+  careg-edge run --profile part.careg --camera 0 --learn 200 --target-fpr 0.01
 """
 
 
@@ -85,15 +86,22 @@ Examples:
               help="Frames buffered between capture and inference; older ones are dropped on live sources.")
 @click.option("--reconnect", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds to keep retrying a camera/stream that cannot be opened or is lost.")
+@click.option("--learn", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Treat the first N readable frames as good parts (a few defects among them are "
+                   "rejected), set each profile's threshold from them, write it (with history) "
+                   "and go on inspecting. See docs/recalibration.md.")
+@click.option("--target-fpr", type=float, default=None,
+              help="False-alarm rate on good parts that --learn aims at [default: 0.01].")
 def command(profiles, camera, video, images, stream, model, roi, resize, resize_mode, batch,
-            jsonl, save_defects, show, max_frames, queue_size, reconnect):
+            jsonl, save_defects, show, max_frames, queue_size, reconnect, learn, target_fpr):
     """Inspect frames live and print one JSON line per frame.
 
     Each line holds the capture time, source, frame id, score, threshold,
     decision and latency per stage. Ctrl-C prints a summary (frames, defects,
     dropped, unreadable, FPS, p50/p99 latency) and exits 0. A camera that cannot
     be opened, or is lost and does not come back within --reconnect seconds,
-    ends the run with exit code 3.
+    ends the run with exit code 3. With --learn N the first N frames set the
+    threshold (lines marked "learning") and the run exits 2 if it could not.
     """
     from ..cli import make_inspector, settings
     from ..live import LiveOptions, open_source, parse_roi, parse_size, run_live
@@ -103,17 +111,36 @@ def command(profiles, camera, video, images, stream, model, roi, resize, resize_
     opts = LiveOptions(batch=batch, roi=parse_roi(roi), resize=parse_size(resize),
                        resize_mode=resize_mode, save_defects=save_defects, show=show,
                        max_frames=max_frames, queue_size=queue_size, reconnect_s=reconnect)
+    learner = make_learner(learn, target_fpr, max_frames, src.label)
     loaded = load_profiles(profiles)
     insp = make_inspector(model)
     check_profiles(loaded, insp)
     out, close = _open_out(jsonl)
-    s.info(f"inspecting {src.label} with {', '.join(loaded)} (Ctrl-C to stop)")
+    s.info(f"inspecting {src.label} with {', '.join(loaded)} (Ctrl-C to stop)"
+           + (f"; learning the threshold from the first {learn} frames" if learner else ""))
     try:
-        summary = run_live(src, insp, loaded, out, opts, log=s.info)
+        summary = run_live(src, insp, loaded, out, opts, log=s.info, learner=learner)
     finally:
         if close:
             out.close()
     click.echo(summary.text(), err=True)
     if summary.error is not None:
         raise summary.error
+    if learner is not None and learner.problem:
+        from ..recalibrate import LearningIncomplete
+        raise LearningIncomplete(learner.problem)
     return 0
+
+
+def make_learner(learn, target_fpr, max_frames, label):
+    """The --learn phase, refused up front when it cannot end in a threshold."""
+    if learn is None:
+        if target_fpr is not None:
+            raise UserInputError("--target-fpr: only used with --learn N (to re-calibrate "
+                                 "from images use `careg-edge calibrate`)")
+        return None
+    if max_frames is not None and max_frames < learn:
+        raise UserInputError(f"--max-frames {max_frames}: stops before the {learn} "
+                             f"--learn frames are in; raise it or lower --learn")
+    from ..recalibrate import Learner
+    return Learner(learn, 0.01 if target_fpr is None else target_fpr, label)
