@@ -1,6 +1,8 @@
 """Evaluation report: summary tables (mean ± std over rounds, macro average over
-categories), results.json, and report.html with ROC / PRO curves and a grid of the
-worst false positives and missed defects with their heatmaps (matplotlib PNGs)."""
+categories), the line table (false alarms and detection at each false-alarm target,
+with a pass/fail against the issue-15 targets), results.json, and report.html with
+ROC / PRO curves and a grid of the worst false positives and missed defects with
+their heatmaps (matplotlib PNGs)."""
 from __future__ import annotations
 
 import html
@@ -11,11 +13,19 @@ from typing import Dict, List
 import numpy as np
 
 from .container import atomic_write_bytes
+from .evaluate import CURVE_POINTS
+
+from .eval_line import verdict
 
 METRICS = ["image_auroc", "pixel_auroc", "aupro", "f1_max", "fpr_at_threshold",
-           "detection_rate_at_threshold", "enroll_s", "infer_ms"]
+           "detection_rate_at_threshold", "unseen_fpr_at_threshold", "enroll_s", "infer_ms"]
 PERCENT = {"image_auroc", "pixel_auroc", "aupro", "f1_max", "fpr_at_threshold",
-           "detection_rate_at_threshold"}
+           "detection_rate_at_threshold", "unseen_fpr_at_threshold", "fpr", "detection",
+           "roc_detection"}
+# per-target line metrics (eval_line.line_metrics), averaged over rounds
+LINE_METRICS = ["fpr", "fpr_ratio", "detection", "roc_detection", "gap_points"]
+LINE_HEADERS = {"fpr": "FPR %", "fpr_ratio": "FPR / target", "detection": "detection % at thr",
+                "roc_detection": "ROC detection % at target", "gap_points": "gap (pts)"}
 
 
 def summarise(results: List[dict]) -> Dict[str, dict]:
@@ -35,7 +45,25 @@ def summarise(results: List[dict]) -> Dict[str, dict]:
             cats = [c for c in per_cat if k in per_cat[c].get(meth, {})]
             macro.setdefault(meth, {})[k] = {
                 m: _mean_std(_macro_rounds([groups[(c, meth, int(k))] for c in cats], m)) for m in METRICS}
-    return {"per_category": per_cat, "macro": macro}
+    return {"per_category": per_cat, "macro": macro, "line": summarise_line(groups)}
+
+
+def summarise_line(groups: Dict[tuple, List[dict]]) -> Dict[str, dict]:
+    """{cat: {method: {K: {target: {metric: [mean, std, n], "n_unseen_good": [...],
+    "errors": [...], "check": verdict}}}}}: the line metrics averaged over rounds."""
+    out: Dict[str, dict] = {}
+    for (cat, meth, k), rs in sorted(groups.items()):
+        by_t: Dict[float, List[dict]] = {}
+        for r in rs:
+            for row in r.get("line", []):
+                by_t.setdefault(row["target_fpr"], []).append(dict(row, n_unseen_good=r["n_unseen_good"]))
+        for t, rows in sorted(by_t.items()):
+            cell = {m: _mean_std([row[m] for row in rows]) for m in LINE_METRICS + ["n_unseen_good"]}
+            cell["rounds"] = len(rows)
+            cell["errors"] = sorted({row["error"] for row in rows if row.get("error")})
+            cell["check"] = verdict(k, t, cell["fpr"][0], cell["gap_points"][0], cell["fpr"][2])
+            out.setdefault(cat, {}).setdefault(meth, {}).setdefault(str(k), {})[f"{t:g}"] = cell
+    return out
 
 
 def _macro_rounds(per_cat_rounds: List[List[dict]], metric: str) -> List[float]:
@@ -60,13 +88,25 @@ def fmt(ms, metric: str) -> str:
         return "–"
     if metric in PERCENT:
         return f"{100 * mean:.1f} ± {100 * std:.1f}"
+    if metric == "gap_points":
+        return f"{mean:.1f} ± {std:.1f}"
     return f"{mean:.2f} ± {std:.2f}"
 
 
-def markdown_tables(summary: dict, metrics=("image_auroc", "pixel_auroc", "aupro", "f1_max",
-                                            "fpr_at_threshold", "detection_rate_at_threshold",
-                                            "enroll_s", "infer_ms")) -> str:
-    """One Markdown table per category (rows = method × K), values in % except times."""
+def _target(t: str) -> str:
+    return f"{100 * float(t):g} %"
+
+
+def _verdict_text(cell: dict) -> str:
+    text = cell["check"]["verdict"]
+    if cell["errors"]:  # why a threshold is missing, e.g. the calibration cannot serve it
+        text += f" [threshold error: {cell['errors'][0]}]"
+    return text
+
+
+def markdown_tables(summary: dict, metrics=tuple(METRICS)) -> str:
+    """Per category: the paper table (rows = method × K, values in % except times),
+    then the line table (rows = method × K × target) with its pass/fail."""
     out = []
     for cat, by_m in summary["per_category"].items():
         out.append(f"\n**{cat}** (mean ± std over rounds; n = rounds)\n")
@@ -76,7 +116,26 @@ def markdown_tables(summary: dict, metrics=("image_auroc", "pixel_auroc", "aupro
             for k, vals in by_k.items():
                 n = vals[metrics[0]][2]
                 out.append(f"| {meth} | {k} | {n} | " + " | ".join(fmt(vals[m], m) for m in metrics) + " |")
+        if summary.get("line", {}).get(cat):
+            out.append(line_table(cat, summary["line"][cat]))
     return "\n".join(out) + "\n"
+
+
+def line_table(cat: str, by_m: dict) -> str:
+    """Markdown: false alarms on all unseen good images and detection, per target."""
+    cols = [LINE_HEADERS[m] for m in LINE_METRICS]
+    out = [f"\n**{cat}: line metrics** (all good images not in the support; mean ± std over "
+           "rounds; target: K≥2 FPR ≤ 2× target and, at 5 %, ≥ target/4; K=1 ≤ 4×; gap ≤ 10 pts)\n",
+           "| method | K | target | n | unseen good | " + " | ".join(cols) + " | verdict |",
+           "|---|---|---|---|---|" + "---|" * len(cols) + "---|"]
+    for meth, by_k in by_m.items():
+        for k, by_t in by_k.items():
+            for t, cell in by_t.items():
+                out.append(f"| {meth} | {k} | {_target(t)} | {cell['rounds']} | "
+                           f"{cell['n_unseen_good'][0]:.0f} | "
+                           + " | ".join(fmt(cell[m], m) for m in LINE_METRICS)
+                           + f" | {_verdict_text(cell)} |")
+    return "\n".join(out)
 
 
 def write_report(doc: dict, outdir: Path, data_root: Path = None) -> Dict[str, Path]:
@@ -113,20 +172,36 @@ def _figures(doc: dict, outdir: Path, data_root: Path) -> Dict[tuple, List[str]]
 
 def _curves(loaded, path: Path) -> str:
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    from . import metrics
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+    # log axis: FPR 0 is drawn at half the smallest non-zero FPR
+    lo = 0.5 / max([a["unseen_scores"].size for _, a in loaded] + [1])
     for r, a in loaded:
         lab = f"K={r['shots']}"
         axes[0].plot(*a["image_roc"], label=f"{lab} ({100 * r['image_auroc']:.1f})")
         axes[1].plot(*a["pixel_roc"], label=f"{lab} ({100 * r['pixel_auroc']:.1f})")
         axes[2].plot(*a["pro_curve"], label=f"{lab} ({100 * r['aupro']:.1f})")
-    for ax, t, xl, yl in zip(axes, ["image ROC", "pixel ROC", "PRO (to FPR 0.3)"],
-                             ["FPR"] * 3, ["TPR", "TPR", "PRO"]):
-        ax.set_title(f"{t}, round 0")
+        # line ROC: every unseen good image against the defects, with the calibrated
+        # operating points (one marker per target) on it
+        defects = a["scores"][a["labels"] == 1]
+        fpr, tpr = metrics.roc_curve_split(defects, a["unseen_scores"], 2 * CURVE_POINTS)
+        line, = axes[3].step(np.maximum(fpr, lo), tpr, where="post", label=lab)
+        pts = [(row["fpr"], row["detection"]) for row in r.get("line", []) if row["error"] is None]
+        if pts:
+            axes[3].plot(*np.maximum(np.array(pts).T, [[lo], [0]]), "o", color=line.get_color())
+    for t in sorted({row["target_fpr"] for r, _ in loaded for row in r.get("line", [])}):
+        axes[3].axvline(t, color="grey", lw=0.8, ls="--")
+    for ax, t, xl, yl in zip(axes, ["image ROC (test set)", "pixel ROC", "PRO (to FPR 0.3)",
+                                    "line ROC (all unseen goods); o = thresholds"],
+                             ["FPR"] * 4, ["TPR", "TPR", "PRO", "detection"]):
+        ax.set_title(f"{t}, round 0", fontsize=9)
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     axes[2].set_xlim(0, 0.3)
+    axes[3].set_xscale("log")
+    axes[3].set_xlim(lo * 0.8, 1)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -177,16 +252,29 @@ def _worst_grid(loaded_one, path: Path, data_root: Path) -> str:
 
 def _html(doc: dict, figs: Dict[tuple, List[str]]) -> str:
     s = doc["summary"]
+    targets = ", ".join(f"{100 * t:g} %" for t in doc.get("targets", []))
     parts = ["<!doctype html><meta charset='utf-8'><title>careg-edge evaluation</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style>",
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             ".pass{color:#070}.fail{color:#c00}</style>",
              f"<h1>careg-edge evaluation</h1><p>data: {html.escape(doc['data'])}; shots "
-             f"{doc['shots']}; rounds {doc['rounds']}; support sets: {html.escape(doc['support_dir'])}</p>",
+             f"{doc['shots']}; rounds {doc['rounds']}; false-alarm targets {targets}; "
+             f"support sets: {html.escape(doc['support_dir'])}</p>",
              "<p>Values in % (mean ± std over rounds) except enroll_s (s) and infer_ms (ms/image). "
-             "FPR / detection rate use each profile's own threshold (calibrated on good images only).</p>"]
+             "fpr_at_threshold / detection_rate_at_threshold use each profile's own threshold "
+             "(calibrated on good images only) on the test set; unseen_fpr_at_threshold is the "
+             "same threshold on every good image the profile has not seen.</p>",
+             "<p><b>Line metrics</b>: per false-alarm target t, the threshold re-derived from "
+             "the profile's calibration; FPR on every good image not in the support "
+             "(train/good minus the support, test/good, validation/good), detection on the "
+             "defective test images, the ROC's detection at FPR = t (largest TPR with FPR ≤ t) "
+             "and the gap between the two in points. Verdict: K ≥ 2 FPR ≤ 2t and, at t ≥ 5 %, "
+             "≥ t/4; K = 1 FPR ≤ 4t; gap ≤ 10 points; over ≥ 3 rounds.</p>"]
     parts.append("<h2>Macro average over categories</h2>" + _table({"all": s["macro"]}))
     for cat, by_m in s["per_category"].items():
         parts.append(f"<h2>{html.escape(cat)}</h2>" + _table({cat: by_m}))
+        if s.get("line", {}).get(cat):
+            parts.append(f"<h3>{html.escape(cat)}: line metrics</h3>" + _line_html(s["line"][cat]))
         for meth in by_m:
             for png in figs.get((cat, meth), []):
                 parts.append(f"<p><img src='figures/{html.escape(png)}' style='max-width:100%'></p>")
@@ -200,4 +288,19 @@ def _table(by_cat: dict) -> str:
             for k, vals in by_k.items():
                 rows.append(f"<tr><td>{html.escape(meth)}</td><td>{k}</td>" +
                             "".join(f"<td>{fmt(vals[m], m)}</td>" for m in METRICS) + "</tr>")
+    return "\n".join(rows) + "</table>"
+
+
+def _line_html(by_m: dict) -> str:
+    head = "".join(f"<th>{html.escape(LINE_HEADERS[m])}</th>" for m in LINE_METRICS)
+    rows = ["<table><tr><th>method</th><th>K</th><th>target</th><th>n</th><th>unseen good</th>"
+            f"{head}<th>verdict</th></tr>"]
+    for meth, by_k in by_m.items():
+        for k, by_t in by_k.items():
+            for t, cell in by_t.items():
+                cls = "pass" if cell["check"].get("pass") else "fail"
+                rows.append(f"<tr><td>{html.escape(meth)}</td><td>{k}</td><td>{_target(t)}</td>"
+                            f"<td>{cell['rounds']}</td><td>{cell['n_unseen_good'][0]:.0f}</td>"
+                            + "".join(f"<td>{fmt(cell[m], m)}</td>" for m in LINE_METRICS)
+                            + f"<td class='{cls}'>{html.escape(_verdict_text(cell))}</td></tr>")
     return "\n".join(rows) + "</table>"

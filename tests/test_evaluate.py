@@ -279,10 +279,18 @@ def test_cli_eval_with_fake_inspector(data, tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     # the CLI evaluates the library's default image score, and the label says which
     assert "| fake+score-top20% | 1 | 2 |" in out and (tmp_path / "o/report.html").exists()
+    # the line table, both default targets, one row per (method, K, target)
+    assert "| fake+score-top20% | 2 | 1 % | 2 |" in out and "| fake+score-top20% | 2 | 5 % | 2 |" in out
+    got = json.loads((tmp_path / "o/results.json").read_text())
+    assert got["targets"] == [0.01, 0.05] and got["command"]["target_fpr"] == [0.01, 0.05]
     with pytest.raises(SystemExit) as bad:
         main(["eval", "--data", str(data), "-o", str(tmp_path / "o"), "--shots", "x"])
     assert bad.value.code == 2
     assert "--shots 'x': give positive integers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad_t:
+        main(["eval", "--data", str(data), "-o", str(tmp_path / "o3"), "--target-fpr", "0.01,5"])
+    assert bad_t.value.code == 2 and not (tmp_path / "o3").exists()
+    assert "--target-fpr '0.01,5': give false-alarm rates as fractions in (0, 0.5)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as k1:   # refused before any enrollment starts
         main(["eval", "--data", str(data), "-o", str(tmp_path / "o2"), "--shots", "1,2",
               "--augment", "none"])
@@ -310,3 +318,196 @@ def test_validation_good_stands_in_when_test_good_is_missing(data, tmp_path):
     assert all(np.isfinite(r["image_auroc"]) for r in doc["results"])
     train = {p.name for p in cat.train}
     assert all(not set(r["support"]) - train for r in doc["results"])
+
+
+# --------------------------------------------------------------------------- line metrics
+def _add_validation(data, n=2):
+    rng = np.random.default_rng(5)
+    for i in range(n):
+        _save(data / "widget" / "validation" / "good" / f"v{i}.png", rng)
+
+
+def _expected_unseen(data, support):
+    base = data / "widget"
+    names = lambda d: {f"{d}/{p.name}" for p in (base / d).iterdir()} if (base / d).is_dir() else set()
+    return (names("train/good") - {f"train/good/{n}" for n in support}) | names("test/good") \
+        | names("validation/good")
+
+
+def test_unseen_good_set_is_train_minus_support_plus_test_and_validation_good(data, tmp_path):
+    _add_validation(data)
+    doc, _ = _run(data, tmp_path / "out", [], shots=[1, 2, 4], rounds=2)
+    for res in doc["results"]:
+        files = res["unseen_files"]
+        assert len(files) == len(set(files)) == res["n_unseen_good"]
+        assert set(files) == _expected_unseen(data, res["support"])
+        assert not {f.split("/")[-1] for f in files if f.startswith("train/")} & set(res["support"])
+        assert res["unseen_good_sources"] == {"train/good": 7 - res["shots"], "test/good": 3,
+                                              "validation/good": 2}
+        # the paper metrics keep their test set: validation/good is not in it
+        assert res["n_test"] == 7 and not any("validation" in f for f in res["test_files"])
+
+
+def test_unseen_good_with_validation_standing_in_for_test_good(data, tmp_path):
+    """No test/good (the partial LOCO copy): validation/good is counted once."""
+    import shutil
+    base = data / "widget"
+    shutil.move(str(base / "test" / "good"), str(base / "validation" / "good"))
+    doc, _ = _run(data, tmp_path / "out", [], shots=[2], rounds=1)
+    res = doc["results"][0]
+    assert set(res["unseen_files"]) == _expected_unseen(data, res["support"])
+    assert res["unseen_good_sources"] == {"train/good": 5, "validation/good": 3}
+    assert res["n_unseen_good"] == 8
+
+
+def test_line_metrics_recomputed_from_stored_scores_and_sklearn(data, tmp_path):
+    from sklearn.metrics import roc_curve
+    _add_validation(data)
+    doc, insp = _run(data, tmp_path / "out", [], shots=[1, 2], rounds=2, targets=[0.05, 0.2])
+    for res in doc["results"]:
+        arrays = ev.load_round(tmp_path / "out" / res["cache"])[1]
+        # the stored unseen scores are the scores of exactly those files (fresh recomputation)
+        prof = insp.enroll([imageio.read_image(data / "widget/train/good" / n) for n in res["support"]],
+                           "fake", "auto", 0, image_score="max")
+        want = [insp.inspect(imageio.read_image(data / "widget" / f), prof).score
+                for f in res["unseen_files"]]
+        np.testing.assert_array_equal(arrays["unseen_scores"], want)
+        good, bad = np.array(want), arrays["scores"][arrays["labels"] == 1]
+        assert [row["target_fpr"] for row in res["line"]] == [0.05, 0.2]
+        for row in res["line"]:
+            thr = fake_threshold_for(res["calibration"], row["target_fpr"])
+            assert row["threshold"] == pytest.approx(thr) and row["error"] is None
+            assert row["fpr"] == pytest.approx(np.mean(good > thr))
+            assert row["n_false_alarms"] == int(np.sum(good > thr))
+            assert row["detection"] == pytest.approx(np.mean(bad > thr))
+            assert row["fpr_ratio"] == pytest.approx(row["fpr"] / row["target_fpr"])
+            # ROC reference: scikit-learn, the largest TPR at FPR <= target
+            f, t, _ = roc_curve(np.r_[np.zeros(good.size), np.ones(bad.size)], np.r_[good, bad],
+                                drop_intermediate=False)
+            ref = t[f <= row["target_fpr"] + 1e-12].max()
+            assert row["roc_detection"] == pytest.approx(ref)
+            assert row["gap_points"] == pytest.approx(100 * (ref - row["detection"]))
+        own = res["line_own_threshold"]
+        assert own["threshold"] == res["threshold"] == pytest.approx(res["calibration"]["threshold"])
+        assert res["unseen_fpr_at_threshold"] == pytest.approx(np.mean(good > res["threshold"]))
+
+
+def test_several_targets_from_one_enrollment_and_added_later_from_the_cache(data, tmp_path):
+    log, calls = [], []
+
+    def spy(calib, t):
+        calls.append(t)
+        return fake_threshold_for(calib, t)
+
+    doc, _ = _run(data, tmp_path / "out", log, shots=[1, 2], rounds=2, targets=[0.01, 0.05, 0.2],
+                  threshold_for=spy)
+    assert sum(e[0] == "enroll" for e in log) == 4        # 2 K x 2 rounds, not x 3 targets
+    assert sorted(calls) == sorted([0.01, 0.05, 0.2] * 4)
+    thr = {r["cache"]: [row["threshold"] for row in r["line"]] for r in doc["results"]}
+    assert all(a > b > c for a, b, c in thr.values())
+    log.clear(), calls.clear()
+    doc2, _ = _run(data, tmp_path / "out", log, shots=[1, 2], rounds=2, targets=[0.05, 0.1],
+                   threshold_for=spy)
+    assert log == [] and calls == [0.1] * 4           # from the cached scores and calibration
+    assert all([row["target_fpr"] for row in r["line"]] == [0.05, 0.1] for r in doc2["results"])
+    assert doc2["targets"] == [0.05, 0.1]
+
+
+def test_threshold_for_failure_is_recorded_not_fatal(data, tmp_path):
+    def picky(calib, t):
+        if t > 0.1:
+            raise ValueError("tail fit cannot reach 20 %")
+        return fake_threshold_for(calib, t)
+
+    doc, _ = _run(data, tmp_path / "out", [], shots=[2], rounds=1, targets=[0.05, 0.2],
+                  threshold_for=picky)
+    ok, bad = doc["results"][0]["line"]
+    assert ok["error"] is None and np.isfinite(ok["fpr"])
+    assert bad["error"] == "ValueError: tail fit cannot reach 20 %"
+    assert np.isnan(bad["threshold"]) and np.isnan(bad["fpr"]) and np.isnan(bad["detection"])
+    assert np.isfinite(bad["roc_detection"])   # the ROC does not need a threshold
+    from careg_edge import report
+    s = report.summarise(doc["results"])
+    cell = s["line"]["widget"]["fake"]["2"]["0.2"]
+    assert cell["check"]["verdict"] == "n/a" and cell["errors"] == ["ValueError: tail fit cannot reach 20 %"]
+    assert "threshold error: ValueError" in report.markdown_tables(s)
+
+
+def test_enroll_gets_prior_exclude_of_the_evaluated_category(data, tmp_path):
+    doc, insp = _run(data, tmp_path / "out", [], shots=[1], rounds=2)
+    assert [kw["prior_exclude"] for kw in insp.kwargs] == [("widget",)] * 2
+    for res in doc["results"]:
+        assert res["enroll_kwargs"]["prior_exclude"] == ["widget"]
+        assert res["config"]["exclude_own_category"] is True
+    cfg = ev.EvalConfig(exclude_own_category=False)
+    assert "prior_exclude" not in cfg.enroll_kwargs("widget")
+    assert cfg.key() != ev.EvalConfig().key()   # a different profile, a different cache file
+
+
+def test_each_image_is_encoded_once_per_pass(data, tmp_path):
+    """Test images and the other good images are read once and encoded once, whatever
+    the number of profiles that score them."""
+    _add_validation(data)
+    from collections import Counter
+    encoded = Counter()
+
+    class RT:
+        def infer(self, batch):
+            if batch.shape[0] == 1:
+                encoded[batch.tobytes()] += 1
+            return {"feat1": batch}
+
+    insp = FakeInspector([])
+    insp.runtime = RT()
+    reads = Counter()
+    real = imageio.read_image
+
+    def spy(path):
+        reads[str(path)] += 1
+        return real(path)
+
+    import careg_edge.evaluate as mod
+    orig = mod.imageio.read_image
+    mod.imageio.read_image = spy
+    try:
+        doc, _ = _run(data, tmp_path / "out", [], shots=[1, 2, 4], rounds=2, insp=insp)
+    finally:
+        mod.imageio.read_image = orig
+    assert len(doc["results"]) == 6
+    assert set(encoded.values()) == {1}
+    cat = ev.load_category(data, "widget")
+    assert len(encoded) == len(cat.test) + len(cat.extra_good) + sum(
+        any(p.name not in r["support"] for r in doc["results"]) for p in cat.train)
+    non_support = [p for p in reads if "/test/" in p or "/validation/" in p]
+    assert all(reads[p] == 1 for p in non_support)
+
+
+def test_line_verdict_against_the_issue_targets():
+    from careg_edge.eval_line import verdict
+    assert verdict(2, 0.05, 0.09, 5.0, 3)["verdict"] == "pass"
+    assert verdict(2, 0.05, 0.11, 5.0, 3)["problems"] == ["FPR 2.2x > 2x target"]
+    assert verdict(2, 0.05, 0.01, 5.0, 3)["problems"] == ["FPR 0.20x < 1/4 target"]
+    assert verdict(2, 0.01, 0.0, 5.0, 3)["pass"]            # no floor at 1 %
+    assert verdict(1, 0.01, 0.039, 5.0, 3)["pass"] and not verdict(1, 0.01, 0.041, 5.0, 3)["pass"]
+    assert verdict(4, 0.01, 0.01, 12.0, 3)["problems"] == ["gap 12.0 > 10 pts"]
+    assert "only 1 round" in verdict(2, 0.01, 0.01, 0.0, 1)["verdict"]
+    assert verdict(2, 0.01, float("nan"), 0.0, 0)["verdict"] == "n/a"
+
+
+def test_report_line_table_means_over_rounds(data, tmp_path):
+    from careg_edge import report
+    doc, _ = _run(data, tmp_path / "out", [], shots=[2], rounds=3, targets=[0.05, 0.2])
+    paths = report.write_report(doc, tmp_path / "out", data)
+    got = json.loads(paths["json"].read_text())
+    cell = got["summary"]["line"]["widget"]["fake"]["2"]["0.2"]
+    rows = [row for r in doc["results"] for row in r["line"] if row["target_fpr"] == 0.2]
+    for m in ("fpr", "detection", "roc_detection", "gap_points", "fpr_ratio"):
+        assert cell[m][0] == pytest.approx(np.mean([row[m] for row in rows])) and cell[m][2] == 3
+    assert cell["n_unseen_good"][0] == 8   # 7 - 2 train + 3 test/good
+    from careg_edge.eval_line import verdict
+    assert cell["check"] == verdict(2, 0.2, cell["fpr"][0], cell["gap_points"][0], 3)
+    table = report.markdown_tables(report.summarise(doc["results"]))
+    line = next(ln for ln in table.splitlines() if ln.startswith("| fake | 2 | 20 % |"))
+    assert line.endswith(f"| {cell['check']['verdict']} |") and "| 3 | 8 |" in line
+    page = paths["html"].read_text()
+    assert "widget: line metrics" in page and cell["check"]["verdict"].split(":")[0] in page

@@ -174,3 +174,42 @@ def test_pixel_auroc_and_curve_agree_with_separate_calls():
     s = np.concatenate([x.ravel() for x in maps])
     assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc_score(y, s), abs=0.01)
     assert (np.diff(fpr) >= 0).all() and fpr[0] == 0 and tpr[-1] == 1
+
+
+# --------------------------------------------------------------------------- line metrics
+def _sklearn_detection_at(y, s, t):
+    from sklearn.metrics import roc_curve
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    return tpr[fpr <= t + 1e-12].max()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_detection_at_fpr_matches_sklearn_roc_curve(seed):
+    rng = np.random.default_rng(seed)
+    n_neg, n_pos = int(rng.integers(5, 900)), int(rng.integers(1, 200))
+    neg, pos = rng.normal(size=n_neg), rng.normal(size=n_pos) + rng.random() * 2
+    if seed % 2:   # heavy ties, also across the classes
+        neg, pos = np.round(neg, 1), np.round(pos, 1)
+    y, s = np.r_[np.zeros(n_neg), np.ones(n_pos)], np.r_[neg, pos]
+    for t in (0.0, 0.001, 0.01, 0.05, 0.1, 0.3, 1 / n_neg, 3 / n_neg, 0.99):
+        assert metrics.detection_at_fpr(pos, neg, t) == pytest.approx(_sklearn_detection_at(y, s, t)), t
+
+
+def test_detection_at_fpr_is_conservative_on_the_step_function():
+    neg = np.arange(100.0)                  # 1 % FPR: at most one good image above
+    pos = np.array([97.5, 98.5, 200.0])
+    assert metrics.detection_at_fpr(pos, neg, 0.01) == pytest.approx(2 / 3)   # thr in (98, 98.5]
+    assert metrics.detection_at_fpr(pos, neg, 0.0099) == pytest.approx(1 / 3)  # no false alarm
+    assert metrics.detection_at_fpr(pos, neg, 0.02) == 1.0
+    assert metrics.detection_at_fpr([5.0], [5.0, 5.0], 0.5) == 0.0   # ties cannot be split
+    assert np.isnan(metrics.detection_at_fpr([], neg, 0.01))
+
+
+def test_rates_split_uses_the_sdk_rule_score_above_threshold():
+    fpr, det = metrics.rates_split([1.0, 2.0, 3.0], [0.5, 1.0, 1.5, 2.0], 1.0)
+    assert (fpr, det) == (0.5, pytest.approx(2 / 3))   # equal to the threshold passes
+    assert all(np.isnan(metrics.rates_split([1.0], [0.0], float("nan"))))
+    assert metrics.rates_split([1.0], [0.0], float("inf")) == (0.0, 0.0)
+    # agrees with the labelled version the report used before
+    assert metrics.rates_split([1.0, 2.0, 3.0], [0.5, 1.0, 1.5, 2.0], 1.2) == \
+        metrics.rates_at_threshold([1, 1, 1, 0, 0, 0, 0], [1.0, 2.0, 3.0, 0.5, 1.0, 1.5, 2.0], 1.2)

@@ -17,6 +17,18 @@ def _ints(text: str, opt: str):
     return v
 
 
+def _targets(text: str):
+    """False-alarm targets: fractions in (0, 0.5), comma separated."""
+    try:
+        v = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        v = []
+    if not v or not all(0 < t < 0.5 for t in v):
+        raise UserInputError(f"--target-fpr {text!r}: give false-alarm rates as fractions in "
+                             "(0, 0.5) separated by commas, e.g. 0.01,0.05")
+    return sorted(set(v))
+
+
 @click.command("eval")
 @click.option("--data", required=True, type=click.Path(path_type=Path),
               help="Dataset root in the MVTec AD layout (ROOT/CAT/train/good, test/, ground_truth/).")
@@ -43,11 +55,19 @@ def _ints(text: str, opt: str):
 @click.option("--image-score", default=DEFAULT_IMAGE_SCORE, show_default=True, metavar="top<P>%|max|mean",
               help="Image score(s) from the anomaly map, comma separated, each evaluated as its "
                    "own method (see `careg-edge enroll --help`).")
+@click.option("--target-fpr", default="0.01,0.05", show_default=True, metavar="RATES",
+              help="False-alarm targets for the line metrics, comma separated: each threshold "
+                   "is re-derived from the one enrollment's calibration and measured on every "
+                   "good image not in the support.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(data, category, outdir, shots, rounds, estimator, localisation, augment, model,
-            backend, seed, support_sets, max_map_memory, image_score, quiet):
+            backend, seed, support_sets, max_map_memory, image_score, target_fpr, quiet):
     """Evaluate few-shot detection and localisation (image/pixel AUROC, PRO, F1-max,
-    FPR and detection rate at the profile's own threshold), mean ± std over rounds.
+    FPR and detection rate at the profile's own threshold), mean ± std over rounds,
+    and the line metrics: at each --target-fpr, the false-alarm rate on every good
+    image not in the support (train/good minus the support, test/good, validation/good),
+    the detection rate at that threshold and the ROC's detection rate at the target.
+    The calibration prior leaves the evaluated category out (prior_exclude).
 
     Example: careg-edge eval --data ../shared/data/mpdd -o runs/mpdd --shots 2,4,8 --rounds 3
     """
@@ -56,6 +76,7 @@ def command(data, category, outdir, shots, rounds, estimator, localisation, augm
 
     if rounds < 1:
         raise UserInputError(f"--rounds {rounds}: must be at least 1")
+    targets = _targets(target_fpr)
     if augment == "none" and 1 in _ints(shots, "--shots"):
         # checked before any work: K=1 without augmentation cannot calibrate a threshold
         raise UserInputError("--shots 1 with --augment none: one image and no augmentation leave "
@@ -69,9 +90,10 @@ def command(data, category, outdir, shots, rounds, estimator, localisation, augm
                for e in estimator.split(",") if e.strip() for r in rules]
     doc = evaluate(data, outdir, configs, _ints(shots, "--shots"), rounds, list(category) or None,
                    seed=seed, support_dir=support_sets, progress=not quiet,
-                   max_map_bytes=max_map_memory * 1e9)
+                   max_map_bytes=max_map_memory * 1e9, targets=targets)
     doc["command"] = {"model": model, "backend": backend, "estimators": estimator,
-                      "localisation": localisation, "augment": augment, "image_score": image_score}
+                      "localisation": localisation, "augment": augment, "image_score": image_score,
+                      "target_fpr": targets}
     paths = write_report(doc, outdir, data)
     click.echo(markdown_tables(summarise(doc["results"])))
     click.echo(f"wrote {paths['json']} and {paths['html']}")
