@@ -16,7 +16,7 @@ The how and why for operators: docs/recalibration.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -36,6 +36,7 @@ class Change:
     fit: Optional[dict] = None         # threshold_from_good's answer; None when explicit
     old_flagged: Optional[float] = None  # fraction of the good images over the old threshold
     new_flagged: Optional[float] = None  # ... over the new one (their false-alarm rate)
+    rejected: Tuple[int, ...] = ()     # indices (into the scores) the robust rule dropped
 
 
 def from_scores(profile: Profile, scores, target_fpr: float, source: str, robust: bool = False,
@@ -48,14 +49,16 @@ def from_scores(profile: Profile, scores, target_fpr: float, source: str, robust
     fit = threshold_from_good(s, target_fpr, robust=robust, what=what or source)
     # The robust rule only ever drops the highest scores, so the kept good images
     # are the lowest n_used: both rates below are measured on those.
-    kept = np.sort(s)[:int(fit["n_used"])]
+    order = np.argsort(s, kind="stable")
+    kept, rejected = s[order[:int(fit["n_used"])]], sorted(order[int(fit["n_used"]):].tolist())
     old = float(profile.threshold)
     provenance = {"method": fit["method"], "target_fpr": float(fit["target_fpr"]),
                   "n_images": int(s.size), "source": source}
     if robust:
         provenance["n_rejected"] = int(fit["n_rejected"])
     record = profile.set_threshold(fit["threshold"], provenance)
-    return Change(record, fit, float((kept > old).mean()), float((kept > record["threshold"]).mean()))
+    return Change(record, fit, float((kept > old).mean()),
+                  float((kept > record["threshold"]).mean()), tuple(rejected))
 
 
 def explicit(profile: Profile, value, what: str = "--threshold") -> Change:
@@ -70,8 +73,9 @@ def _rate(a) -> str:
     return "?" if a is None else f"{float(a):.1%}"
 
 
-def report_lines(change: Change, name: str) -> List[str]:
-    """Before/after for people: threshold, method, images, false alarms of old and new."""
+def report_lines(change: Change, name: str, labels: Optional[Sequence] = None) -> List[str]:
+    """Before/after for people: threshold, method, images, false alarms of old and new.
+    `labels[i]` names the i-th scored image (frame ids for --learn) when one was rejected."""
     r = change.record
     head = f"{name}: threshold {r['previous']:.6g} -> {r['threshold']:.6g} ({r['method']}"
     if r.get("target_fpr") is not None:
@@ -79,11 +83,13 @@ def report_lines(change: Change, name: str) -> List[str]:
     lines = [head + ")"]
     if change.fit is None:
         return lines
-    used = f"{r['n_images']} good images from {r['source']}"
-    if r.get("n_rejected"):
-        top = sorted(change.fit.get("rejected_scores") or [], reverse=True)[:5]
-        used += (f"; {r['n_rejected']} rejected as outliers (not presumed good: scores "
-                 f"{', '.join(f'{v:.4g}' for v in top)}), {change.fit['n_used']} used")
+    kind = "presumed-good frames" if "n_rejected" in r else "good images"
+    used = f"{r['n_images']} {kind} from {r['source']}"
+    if change.rejected:
+        names = [str(labels[i] if labels is not None else i) for i in change.rejected[:8]]
+        more = " ..." if len(change.rejected) > 8 else ""
+        used += (f"; {len(change.rejected)} rejected as outliers ({'frames' if labels else 'items'} "
+                 f"{', '.join(names)}{more}), {change.fit['n_used']} used")
     lines.append(f"  {used}")
     lines.append(f"  on these good images the old threshold flagged {_rate(change.old_flagged)}, "
                  f"the new one flags {_rate(change.new_flagged)}")
@@ -156,7 +162,7 @@ class Learner:
                            name, log)
                 continue
             profiles[name] = Profile.load(profile.path)
-            for line in report_lines(change, f"learned {name}"):
+            for line in report_lines(change, f"learned {name}", labels=self.frames):
                 log(line)
 
     def _fail(self, why: str, name: str, log) -> None:

@@ -410,3 +410,100 @@ def test_stream_url_is_a_live_source(enrolled, tmp_path):
     assert r.exit_code == 0, r.output
     recs = lines(r.stdout)
     assert len(recs) == 30 and all(x["source"] == f"stream:{vid}" for x in recs)
+
+
+# ----------------------------------------------------------------- run --learn N
+def write_sequence(d: Path, kinds: str, seed=0) -> Path:
+    """Frames f000.png, f001.png, ... in order; kinds: 'g' good, 'b' defect, 'x' unreadable.
+    The same seed gives the same good frames whatever defects are mixed in."""
+    rng_good, rng_bad = np.random.default_rng(seed), np.random.default_rng(seed + 1)
+    d.mkdir(parents=True, exist_ok=True)
+    for i, k in enumerate(kinds):
+        if k == "x":
+            (d / f"f{i:03d}.png").write_bytes(b"\x89PNG cut short")
+        else:
+            cv2.imwrite(str(d / f"f{i:03d}.png"), good_frame(rng_good) if k == "g" else bad_frame(rng_bad))
+    return d
+
+
+def _learn(enrolled, tmp_path, name, kinds, n, *extra):
+    prof = tmp_path / f"{name}.careg"
+    prof.write_bytes(enrolled.read_bytes())
+    d = write_sequence(tmp_path / name, kinds)
+    r = CliRunner().invoke(cli, ["run", "--profile", str(prof), "--images", str(d), "--learn", str(n),
+                                 "--batch", "4", *extra])
+    return r, prof
+
+
+def test_learn_rejects_defects_among_presumed_good_and_lands_the_same_threshold(enrolled, tmp_path):
+    after = "gbgbg"  # inspection goes on after learning, with the new threshold
+    clean, p_clean = _learn(enrolled, tmp_path, "clean", "g" * 30 + after, 30)
+    mixed, p_mixed = _learn(enrolled, tmp_path, "mixed", "g" * 5 + "b" + "g" * 11 + "b" + "g" * 14 + after, 32)
+    assert clean.exit_code == 0 and mixed.exit_code == 0, clean.output + mixed.output
+    a, b = Profile.load(p_clean), Profile.load(p_mixed)
+    old = Profile.load(enrolled).threshold
+    assert a.threshold != old
+    assert b.threshold == pytest.approx(a.threshold, rel=1e-12)  # the 2 defects changed nothing
+    ha, hb = a.threshold_history[-1], b.threshold_history[-1]
+    assert (ha["n_images"], ha["n_rejected"], hb["n_images"], hb["n_rejected"]) == (30, 0, 32, 2)
+    assert hb["previous"] == old and hb["source"].startswith("images:") and hb["target_fpr"] == 0.01
+    assert "2 rejected as outliers (frames 5, 17)" in mixed.output and f"-> {b.threshold:.6g}" in mixed.output
+    recs = lines(mixed.stdout)
+    for rec in recs:
+        validate(rec)
+    assert [x["decision"] for x in recs[:32]] == ["learning"] * 32  # no verdicts while learning
+    assert all(x["threshold"] == pytest.approx(old, abs=1e-6) for x in recs[:32])
+    assert [x["decision"] for x in recs[32:]] == ["ok", "defect", "ok", "defect", "ok"]
+    assert all(x["threshold"] == pytest.approx(b.threshold, abs=1e-6) for x in recs[32:])
+    assert "37 frames, 2 defects" in mixed.output and "32 learning" in mixed.output
+
+
+def test_learn_stops_at_n_unreadable_frames_not_counted(enrolled, tmp_path):
+    r, prof = _learn(enrolled, tmp_path, "x", "gggxg" + "g" * 16 + "b", 20, "--target-fpr", "0.05")
+    assert r.exit_code == 0, r.output
+    by_frame = {x["frame"]: x["decision"] for x in lines(r.stdout)}
+    assert [by_frame[i] for i in range(22)] == ["learning"] * 3 + ["unreadable"] + ["learning"] * 17 \
+        + ["defect"]
+    h = Profile.load(prof).threshold_history[-1]
+    assert (h["n_images"], h["target_fpr"]) == (20, 0.05)
+
+
+def test_learn_source_ending_early_fixes_no_threshold(enrolled, tmp_path):
+    before = enrolled.read_bytes()
+    vid = write_video(tmp_path / "short.avi", 12)
+    r = CliRunner().invoke(cli, ["run", "--profile", str(enrolled), "--video", str(vid), "--learn", "25"])
+    assert r.exit_code == 2, r.output
+    err = [ln for ln in r.output.splitlines() if ln.startswith("careg-edge: error")]
+    assert len(err) == 1 and "the source ended after 12" in err[0] and "at least 20" in err[0]
+    assert "threshold not changed" in err[0] and "Traceback" not in r.output
+    assert enrolled.read_bytes() == before
+    assert [x["decision"] for x in lines(r.stdout)] == ["learning"] * 12
+
+
+def test_learn_camera_lost_before_enough_frames_fixes_nothing(enrolled):
+    from careg_edge.recalibrate import Learner
+    before = enrolled.read_bytes()
+    learner = Learner(25, 0.01, "camera:fake")
+    profiles = {"p": Profile.load(enrolled)}
+    s = live.run_live(FakeCamera(8), FakeInspector(), profiles, io.StringIO(),
+                      live.LiveOptions(reconnect_s=0, queue_size=64), learner=learner)
+    assert isinstance(s.error, live.SourceUnavailable) and s.learning == 8
+    assert "the source was lost after 8" in learner.problem and enrolled.read_bytes() == before
+    # lost after enough frames (but fewer than N): fixed from those, and said so
+    said = []
+    learner = Learner(25, 0.01, "camera:fake")
+    s = live.run_live(FakeCamera(22), FakeInspector(), profiles, io.StringIO(),
+                      live.LiveOptions(reconnect_s=0, queue_size=64), log=said.append, learner=learner)
+    assert learner.problem is None and any("after 22 of 25" in m for m in said), said
+    assert Profile.load(enrolled).threshold_history[-1]["n_images"] == 22
+    assert profiles["p"].threshold == Profile.load(enrolled).threshold
+
+
+def test_learn_refuses_what_cannot_end_in_a_threshold(enrolled, tmp_path):
+    d = write_folder(tmp_path / "imgs", n_good=3, n_bad=0)
+    for args, want in ((["--learn", "10"], "needs at least 20"),
+                       (["--learn", "25", "--max-frames", "10"], "--max-frames 10"),
+                       (["--target-fpr", "0.01"], "only used with --learn"),
+                       (["--learn", "30", "--target-fpr", "0.9"], "target false-alarm rate")):
+        r = CliRunner().invoke(cli, ["run", "--profile", str(enrolled), "--images", str(d), *args])
+        assert r.exit_code == 2 and want in r.output and '"frame"' not in r.output, (args, r.output)
