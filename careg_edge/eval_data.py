@@ -56,7 +56,8 @@ class Category:
 
     def good_sources(self, support: Sequence[str]) -> Dict[str, int]:
         """How many unseen good images each folder contributes to a round."""
-        out = {"train/good": sum(p.name not in set(support) for p in self.train),
+        held = set(support)
+        out = {"train/good": sum(p.name not in held for p in self.train),
                self.good_source: sum(1 for t in self.test if not t.label)}
         if self.extra_good:
             out["validation/good"] = len(self.extra_good)

@@ -104,6 +104,7 @@ def save_round(path: Path, res: dict, arrays: Dict[str, np.ndarray]) -> None:
 
 def load_round(path: Path):
     """(result dict, arrays) or None when absent or unreadable (then it is recomputed)."""
+    path = Path(path)
     if not path.exists():
         return None
     try:
