@@ -511,3 +511,21 @@ def test_report_line_table_means_over_rounds(data, tmp_path):
     assert line.endswith(f"| {cell['check']['verdict']} |") and "| 3 | 8 |" in line
     page = paths["html"].read_text()
     assert "widget: line metrics" in page and cell["check"]["verdict"].split(":")[0] in page
+
+
+@pytest.mark.slow
+def test_real_inspector_road_on_the_bundled_flange(tmp_path):
+    """Inspector.enroll -> profile.info["calibration"] -> threshold_for, for real (bundled
+    encoder, bundled flange, ~10 s): the keyword reaches enroll, every target gets a
+    threshold, and the re-derived one at the profile's own target is the profile's."""
+    from pathlib import Path
+    import careg_edge
+    demo = Path(careg_edge.__file__).parent / "demo_data"
+    doc = ev.evaluate(demo, tmp_path, [ev.EvalConfig(estimator="padim", augment="none")], [2], 1,
+                      progress=False)
+    r = doc["results"][0]
+    assert r["enroll_kwargs"]["prior_exclude"] == ["flange"]
+    assert r["unseen_good_sources"] == {"train/good": 8, "test/good": 4} and r["n_unseen_good"] == 12
+    assert [row["error"] for row in r["line"]] == [None, None]
+    own = next(row for row in r["line"] if row["target_fpr"] == r["calibration"]["target_fpr"])
+    assert own["threshold"] == pytest.approx(r["threshold"], rel=1e-5)
