@@ -1,12 +1,16 @@
 """Registered feature maps (feat1..3, theta, theta_inv) -> features [B, P, D].
 
+The assembly itself runs in the compiled core (cpp/src/road_assemble.cpp), the same
+code the inspection road and the C API run; this module describes it (FeatureSpec)
+and calls it. The NumPy reference lives in tests/reference.py.
+
 The three maps are brought to one grid of stride `grid_stride` (4 = 56x56 at 224)
 and concatenated along channels. The estimator's fixed input transform is applied
 per stage *before* resampling: a channel subset (`channel_index`, indices into
 the concatenation feat1|feat2|feat3) or a projection (`projection` [Din, D]). Both
 are linear across channels and bilinear resampling is linear across positions,
-so the order does not change the result, only the cost (the full 1792-channel
-resnet50v2 concatenation at 56x56 is never materialised).
+so the order does not change the result, only the cost (a projection is applied
+at each stage's own resolution, before resampling).
 
 Localisation modes:
   "unwarp"      each map goes back to image coordinates through theta_inv[:, k]
@@ -72,64 +76,28 @@ class FeatureSpec:
                    int(d["grid_stride"]), d["mode"], bool(d["aggregate"]))
 
 
-def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """2x3 affine a∘b (apply b, then a)."""
-    a3 = np.concatenate([a, np.broadcast_to([[0, 0, 1]], a.shape[:-2] + (1, 3))], axis=-2)
-    b3 = np.concatenate([b, np.broadcast_to([[0, 0, 1]], b.shape[:-2] + (1, 3))], axis=-2)
-    return np.ascontiguousarray((a3 @ b3)[..., :2, :], np.float32)
+def layout(spec: FeatureSpec, transform: Dict[str, np.ndarray]) -> "_core.Layout":
+    """The compiled core's assembly description of (spec, channel_index/projection)."""
+    ci: Optional[np.ndarray] = transform.get("channel_index")
+    proj: Optional[np.ndarray] = transform.get("projection")
+    return _core.Layout(list(spec.channels), list(spec.input_size), int(spec.grid_stride), spec.mode,
+                        bool(spec.aggregate),
+                        None if ci is None else np.ascontiguousarray(ci, np.int64),
+                        None if proj is None else np.ascontiguousarray(proj, np.float32))
 
 
-def stage_thetas(out: Dict[str, np.ndarray], mode: str) -> list:
-    """Per stage, the theta that samples its map onto the scoring frame."""
-    inv = out["theta_inv"]
-    if mode == "unwarp":
-        return [np.ascontiguousarray(inv[:, k], np.float32) for k in range(3)]
-    return [_compose(inv[:, k], out["theta"][:, 2]) for k in range(3)]
+def outputs(out: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The five encoder outputs as C-contiguous float32 (no copy when they already are)."""
+    return {k: np.ascontiguousarray(out[k], np.float32)
+            for k in ("feat1", "feat2", "feat3", "theta", "theta_inv")}
 
 
 def assemble(out: Dict[str, np.ndarray], spec: FeatureSpec, transform: Dict[str, np.ndarray],
-             threads: int = 0) -> np.ndarray:
-    """Runtime outputs -> [B, P, D] float32 features for the estimator."""
-    gh, gw = spec.grid
-    thetas = stage_thetas(out, spec.mode)
-    ci: Optional[np.ndarray] = transform.get("channel_index")
-    proj: Optional[np.ndarray] = transform.get("projection")
-    parts, start, acc = [], 0, None
-    for k, name in enumerate(("feat1", "feat2", "feat3")):
-        f = out[name]
-        c = f.shape[1]
-        if c != spec.channels[k]:
-            raise UserInputError(f"encoder output {name} has {c} channels, the profile expects "
-                                 f"{spec.channels[k]}: wrong model for this profile")
-        if ci is not None:
-            sel = ci[(ci >= start) & (ci < start + c)] - start
-            f = f[:, sel]
-        elif proj is not None:
-            f = np.einsum("bchw,cd->bdhw", f, proj[start:start + c], optimize=True)
-        start += c
-        if f.shape[1] == 0:
-            continue
-        g = _core.affine_sample(np.ascontiguousarray(f, np.float32), thetas[k], gh, gw, threads)
-        if proj is not None:
-            acc = g if acc is None else acc + g
-        else:
-            parts.append(g)
-    feats = acc if proj is not None else np.concatenate(parts, axis=1)
-    if spec.aggregate:
-        feats = aggregate3x3(feats)
-    b, d = feats.shape[:2]
-    return np.ascontiguousarray(feats.reshape(b, d, gh * gw).transpose(0, 2, 1))
-
-
-def aggregate3x3(f: np.ndarray) -> np.ndarray:
-    """Mean over each 3x3 neighbourhood, border replicated. f [B, D, h, w]."""
-    p = np.pad(f, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
-    h, w = f.shape[2:]
-    acc = np.zeros_like(f)
-    for dy in range(3):
-        for dx in range(3):
-            acc += p[:, :, dy:dy + h, dx:dx + w]
-    return acc / np.float32(9.0)
+             threads: int = 0, compiled=None) -> np.ndarray:
+    """Runtime outputs -> [B, P, D] float32 features, in the compiled core (the same
+    code inspection runs). `compiled`: a prebuilt layout(spec, transform)."""
+    return _core.assemble(compiled if compiled is not None else layout(spec, transform),
+                          outputs(out), threads)
 
 
 def identity_theta(b: int) -> np.ndarray:

@@ -4,8 +4,8 @@
 Enrollment:  load + resize -> encode originals -> augment the support (only the
 support) and pick augmentations (selection.py) -> estimator fit -> threshold from
 good images only (calibration/threshold.py) -> Profile.
-Inspection:  preprocess -> encode -> features -> estimator score (compiled core)
--> anomaly map + max (compiled core) -> decision.
+Inspection:  preprocess -> encode -> one call of the compiled road (careg_edge.scoring:
+features, distances, anomaly map, image score, verdict; the C API runs the same).
 """
 from __future__ import annotations
 
@@ -17,16 +17,16 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from . import augment as aug
-from . import postprocess, preprocess, selection, synth
+from . import features, postprocess, preprocess, scoring, selection, synth
 from .decision import Result, decide
 from .errors import EncoderMismatch, UserInputError
 from .estimators import make_estimator
-from .features import FeatureSpec, assemble
+from .features import FeatureSpec
 from .profile import Profile
 from .runtime.base import Runtime
 
 __all__ = ["Inspector", "Result", "open_runtime"]
-TRANSFORM_KEYS = ("channel_index", "projection")
+TRANSFORM_KEYS = scoring.TRANSFORM_KEYS
 # K = 1: leave-one-out over augmented views of the one image; they are near copies of
 # each other, so a few carry all there is to learn (the prior corrects their bias).
 K1_UNITS = 6
@@ -93,22 +93,20 @@ class Inspector:
         return self._channels
 
     def _features(self, rgbs: Sequence[np.ndarray], spec, transform):
-        """RGB images at the input size -> (features [N, P, D], theta_inv of stage 3 [N, 2, 3])."""
+        """RGB images at the input size -> (features [N, P, D], theta_inv of stage 3 [N, 2, 3]).
+        Assembly is the compiled road's own (features.assemble)."""
         feats, thetas = [], []
+        compiled = features.layout(spec, transform)
         for s in range(0, len(rgbs), self.batch_size):
             out = self.runtime.infer(preprocess.normalise(rgbs[s:s + self.batch_size], self.meta))
-            feats.append(assemble(out, spec, transform, self.threads))
+            feats.append(features.assemble(out, spec, transform, self.threads, compiled))
             thetas.append(np.ascontiguousarray(out["theta_inv"][:, 2], np.float32))
         return np.concatenate(feats), np.concatenate(thetas)
 
     def _image_scores(self, feats, thetas, tensors, est, spec, sigma, rule) -> np.ndarray:
-        out = []
-        for s in range(0, len(feats), 16):
-            dist, score = est.score(feats[s:s + 16], tensors, spec.grid, self.threads)
-            th = thetas[s:s + 16] if spec.mode == "registered" else None
-            maps, mx = postprocess.anomaly_maps(dist, spec.grid, spec.input_size, sigma, th, self.threads)
-            out.append(postprocess.image_scores(maps, mx, rule, score))
-        return np.concatenate(out)
+        """Image scores of assembled features against estimator state `tensors`: the
+        road's scoring code (distances, map, rule), as inspection runs it."""
+        return scoring.image_scores(feats, thetas, tensors, est, spec, sigma, rule, self.threads)
 
     # ---- enrollment ------------------------------------------------------------------
     def enroll(self, images, estimator: str = "patchcore", augment="auto", seed: int = 0,
@@ -261,16 +259,10 @@ class Inspector:
         return self._image_scores(f, th, state, est, spec, sigma, rule)
 
     # ---- inspection ------------------------------------------------------------------
-    def _prepared(self, profile: Profile, overrides: dict):
-        # cached on the profile object itself: id()-keyed caches go stale when ids are reused
-        cache = profile.__dict__.setdefault("_prepared", {})
-        key = tuple(sorted(overrides.items()))
-        if key not in cache:
-            params = dict(profile.info.get("estimator_params", {}), **overrides)
-            spec = FeatureSpec.from_dict(profile.info["features"])
-            transform = {k: profile.tensors[k] for k in TRANSFORM_KEYS if k in profile.tensors}
-            cache[key] = (make_estimator(profile.estimator, **params), spec, transform)
-        return cache[key]
+    def _prepared(self, profile: Profile, overrides: dict) -> "scoring.Road":
+        # cached on the profile object itself (id()-keyed caches go stale when ids are
+        # reused); a replaced tensor rebuilds it, the threshold is read per call
+        return scoring.road(profile, overrides)
 
     def check(self, profile: Profile) -> None:
         """Refuse a profile made with another encoder or input size."""
@@ -289,39 +281,31 @@ class Inspector:
         if isinstance(profile, (str, Path)):
             profile = Profile.load(profile)
         self.check(profile)
-        est, spec, transform = self._prepared(profile, overrides)
+        road = self._prepared(profile, overrides)
         single = isinstance(images, (str, Path)) or (isinstance(images, np.ndarray)
                                                       and images.ndim in (2, 3))
         images = [images] if single else list(images)
         results: List[Result] = []
         for s in range(0, len(images), self.batch_size):
-            results += self._inspect_chunk(images[s:s + self.batch_size], s, profile, est, spec,
-                                           transform)
+            results += self._inspect_chunk(images[s:s + self.batch_size], s, profile, road)
         return results
 
-    def _inspect_chunk(self, images, offset, profile, est, spec, transform) -> List[Result]:
+    def _inspect_chunk(self, images, offset, profile, road) -> List[Result]:
         times, t = {}, time.perf_counter()
         rgbs = [preprocess.load(im, preprocess.describe(im, offset + i)) for i, im in enumerate(images)]
         sizes = [r.shape[:2] for r in rgbs]
-        x = preprocess.normalise([preprocess.resize(r, spec.input_size) for r in rgbs], self.meta)
+        x = preprocess.normalise([preprocess.resize(r, road.spec.input_size) for r in rgbs], self.meta)
         times["preprocess"] = _ms(t)
         t = time.perf_counter()
         out = self.runtime.infer(x)
         times["encode"] = _ms(t)
         t = time.perf_counter()
-        feats = assemble(out, spec, transform, self.threads)
-        times["features"] = _ms(t)
-        t = time.perf_counter()
-        dist, score = est.score(feats, profile.tensors, spec.grid, self.threads)
-        times["score"] = _ms(t)
-        t = time.perf_counter()
-        th = np.ascontiguousarray(out["theta_inv"][:, 2], np.float32) \
-            if spec.mode == "registered" else None
-        maps, mx = postprocess.anomaly_maps(dist, spec.grid, profile.image_size, profile.sigma,
-                                            th, self.threads)
-        rule = postprocess.check_image_score(profile.info.get("image_score", "max"))  # older: max
-        scores = postprocess.image_scores(maps, mx, rule, score)
-        full = [postprocess.to_size(maps[i], sizes[i], self.threads) for i in range(len(rgbs))]
-        times["postprocess"] = _ms(t)
+        threshold = float(profile.threshold)   # read per call: live re-calibration may change it
+        res = scoring.inspect(road, out, threshold, sizes, self.threads)
+        core = res["timings"]
+        times["features"], times["score"] = core["features"], core["score"]
+        # the map, image score, verdict and the resize to each image's size
+        times["postprocess"] = max(0.0, _ms(t) - core["features"] - core["score"])
         per_image = {k: v / len(rgbs) for k, v in times.items()}
-        return [decide(scores[i], full[i], profile.threshold, per_image) for i in range(len(rgbs))]
+        return [decide(res["scores"][i], res["maps_at"][i], threshold, per_image, res["defect"][i],
+                       res["reason"][i]) for i in range(len(rgbs))]

@@ -109,3 +109,114 @@ def anomaly_map(reg, theta_inv, out_h, out_w, sigma=4.0, threads=0):
     up = affine_sample(reg[:, None], theta_inv, out_h, out_w)[:, 0]
     maps = gaussian_blur(up, sigma)
     return maps, maps.reshape(B, -1).max(1) if B else np.zeros(0, np.float32)
+
+
+# ---- the whole road, independently: raw encoder outputs -> verdict -----------------
+# Written from docs/profile-format.md ("What a scorer does with them"), in float64,
+# the straightforward way round: every stage is resampled in full, then the channel
+# subset / projection is applied (the core does it the other way round, for speed;
+# both are linear, so the results agree).
+
+def compose(a, b):
+    """2x3 affines a∘b (apply b, then a), batched [..., 2, 3]."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    out = np.empty(np.broadcast_shapes(a.shape, b.shape))
+    out[..., :, :2] = a[..., :, :2] @ b[..., :, :2]
+    out[..., :, 2] = (a[..., :, :2] @ b[..., :, 2:3])[..., 0] + a[..., :, 2]
+    return out
+
+
+def assemble(out, channels, input_size, grid_stride, mode, aggregate, channel_index=None,
+             projection=None):
+    """Raw outputs {feat1..3 [B,C,h,w], theta, theta_inv [B,3,2,3]} -> [B, P, D] float64."""
+    gh, gw = input_size[0] // grid_stride, input_size[1] // grid_stride
+    stages = []
+    for k in range(3):
+        f = out[f"feat{k + 1}"]
+        assert f.shape[1] == channels[k]
+        th = out["theta_inv"][:, k] if mode == "unwarp" else compose(out["theta_inv"][:, k],
+                                                                    out["theta"][:, 2])
+        stages.append(affine_sample(f.astype(np.float64), th, gh, gw).astype(np.float64))
+    full = np.concatenate(stages, axis=1)                      # [B, Din, gh, gw]
+    if channel_index is not None:
+        full = full[:, np.sort(channel_index)]                 # profiles store it sorted
+    elif projection is not None:
+        full = np.einsum("bchw,cd->bdhw", full, projection.astype(np.float64))
+    if aggregate:
+        p = np.pad(full, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+        full = sum(p[:, :, dy:dy + gh, dx:dx + gw] for dy in range(3) for dx in range(3)) / 9.0
+    b, d = full.shape[:2]
+    return full.reshape(b, d, gh * gw).transpose(0, 2, 1)
+
+
+def nearest(q, bank, bank_pos, grid, search, radius):
+    """PatchCore distances [B, P] and nearest bank rows, brute force; a local window
+    without bank patches falls back to the whole bank."""
+    B, P, _ = q.shape
+    bank = bank.astype(np.float64)
+    d2 = ((q[:, :, None, :] - bank[None, None]) ** 2).sum(-1)  # [B, P, M]
+    if search == "local":
+        gw = grid[1]
+        rows, cols = np.arange(P) // gw, np.arange(P) % gw
+        ok = (np.abs(rows[:, None] - bank_pos[None] // gw) <= radius) & \
+             (np.abs(cols[:, None] - bank_pos[None] % gw) <= radius)   # [P, M]
+        ok[~ok.any(1)] = True
+        d2 = np.where(ok[None], d2, np.inf)
+    nn = np.argmin(d2, axis=2)
+    return np.sqrt(np.take_along_axis(d2, nn[..., None], 2)[..., 0]), nn
+
+
+def reweighted(q, dist, nn, bank, k):
+    """PatchCore Eq. 7 per image: (1 - softmax(|x* - m|, m in N_b(m*))[m*]) * s*."""
+    bank = bank.astype(np.float64)
+    out = np.empty(len(q))
+    for b in range(len(q)):
+        p = int(np.argmax(dist[b]))
+        x, m = q[b, p], int(nn[b, p])
+        order = np.argsort(((bank - bank[m]) ** 2).sum(-1), kind="stable")[:min(k, len(bank))]
+        logits = np.concatenate([[np.linalg.norm(x - bank[m])],
+                                 np.linalg.norm(bank[order[1:]] - x, axis=1)])
+        w = 1.0 - np.exp(logits[0] - logits.max()) / np.exp(logits - logits.max()).sum()
+        out[b] = w * dist[b, p]
+    return out
+
+
+def image_score(maps, rule):
+    """max | mean | top<P>%: mean of the n = max(1, round(N P / 100)) largest (full sort)."""
+    flat = np.sort(maps.reshape(len(maps), -1).astype(np.float64), axis=1)
+    if rule == "max":
+        return flat[:, -1]
+    if rule == "mean":
+        return flat.mean(axis=1)
+    n = max(1, round(flat.shape[1] * float(rule[3:-1]) / 100))
+    return flat[:, -n:].mean(axis=1)
+
+
+def road(out, profile, search=None, radius=None):
+    """The oracle of Inspector.inspect_batch / careg_inspect for a careg_edge Profile:
+    -> dict(features, dist [B, P], maps [B, H, W], scores [B], defect [B])."""
+    f = profile.info["features"]
+    t = profile.tensors
+    params = dict(profile.info.get("estimator_params", {}))
+    search = search or params.get("search", "global")
+    radius = params.get("radius", 2) if radius is None else radius
+    x = assemble(out, f["channels"], f["input_size"], f["grid_stride"], f["mode"], f["aggregate"],
+                 t.get("channel_index"), t.get("projection"))
+    gh, gw = profile.grid
+    rule = profile.image_score
+    if profile.estimator == "patchcore":
+        dist, nn = nearest(x, t["bank"], t["bank_pos"], (gh, gw), search, radius)
+    else:
+        D = t["mean"].shape[1]
+        L = unpack_factor(t["precision_factor"], D)
+        z = np.einsum("bpi,pij->bpj", x - t["mean"].astype(np.float64), L)
+        dist = np.sqrt((z * z).sum(-1))
+    th = out["theta_inv"][:, 2] if f["mode"] == "registered" else None
+    maps, _ = anomaly_map(dist.reshape(-1, gh, gw).astype(np.float32), th, profile.image_size[0],
+                          profile.image_size[1], profile.sigma)
+    if profile.estimator == "patchcore" and rule == "max":
+        scores = reweighted(x, dist, nn, t["bank"], params.get("reweight_k", 9))
+    else:
+        scores = image_score(maps, rule)
+    defect = ~np.isfinite(scores) | (scores > profile.threshold)
+    return {"features": x, "dist": dist, "maps": maps, "scores": scores, "defect": defect}

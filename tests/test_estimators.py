@@ -1,14 +1,23 @@
 """Estimators against independent references: scipy Mahalanobis, brute-force kNN,
-the greedy k-centre covering property, PatchCore's re-weighting formula."""
+the greedy k-centre covering property, PatchCore's re-weighting formula. Fitting is
+the estimators'; scoring is the compiled road's (`score` below calls it)."""
 import numpy as np
 import pytest
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
+from careg_edge import _core, scoring
 from careg_edge.estimators import make_estimator
 from careg_edge.estimators.orthoad import semi_orthogonal
 from careg_edge.estimators.padim import channel_subset
-from careg_edge.estimators.patchcore import greedy_coreset, knn
+from careg_edge.estimators.patchcore import greedy_coreset
 from careg_edge.errors import UserInputError
+
+
+def score(est, q, tensors, grid, rule="max"):
+    """(distances [B, P], image scores [B]) from the compiled road's scorer."""
+    sc = scoring.scorer(est.name, tensors, est.params, grid, (grid[0] * 4, grid[1] * 4), 1.0, rule)
+    res = _core.score(sc, np.ascontiguousarray(q, np.float32))
+    return res["dist"].reshape(len(q), -1), res["scores"]
 
 
 def _feats(n=12, p=6, d=5, seed=0):
@@ -23,8 +32,8 @@ def test_gaussian_estimators_match_scipy_mahalanobis(name, fp16):
     est = make_estimator(name, d=5, eps=0.01, fp16=fp16)
     fitted = est.fit(x, (2, 3), np.arange(len(x)))
     q = _feats(3, seed=1)
-    got, img = est.score(q, fitted.tensors, (2, 3))
-    assert img is None and got.shape == (3, 6)
+    got, _ = score(est, q, fitted.tensors, (2, 3))
+    assert got.shape == (3, 6)
     for p in range(6):
         cov = np.cov(x[:, p].astype(np.float64), rowvar=False) + 0.01 * np.eye(5)
         vi = np.linalg.inv(cov)
@@ -47,7 +56,7 @@ def test_padim_factor_is_packed_cholesky_of_precision():
 def test_single_sample_gives_eps_identity():
     x = _feats(n=1, d=3)
     t = make_estimator("padim", d=3, eps=0.25).fit(x, (2, 3), np.zeros(1, int)).tensors
-    got, _ = make_estimator("padim", d=3).score(x + 1, t, (2, 3))
+    got, _ = score(make_estimator("padim", d=3), x + 1, t, (2, 3))
     np.testing.assert_allclose(got, np.sqrt(3 / 0.25), rtol=1e-5)
 
 
@@ -102,7 +111,7 @@ def test_knn_matches_brute_force():
     rng = np.random.default_rng(2)
     q = rng.normal(size=(50, 24)).astype(np.float32)
     bank = rng.normal(size=(300, 24)).astype(np.float32)
-    sq, idx = knn(q, bank, 3)
+    sq, idx = _core.knn(q, bank, 3)
     ref = ((q[:, None].astype(np.float64) - bank[None]) ** 2).sum(-1)
     order = np.argsort(ref, axis=1)[:, :3]
     np.testing.assert_array_equal(idx, order)
@@ -121,7 +130,7 @@ def test_patchcore_distances_brute_force(search):
     est = make_estimator("patchcore", d=8, gamma=1.0, search=search, radius=1)
     t = est.fit(x, (3, 3), np.arange(10)).tensors
     q = rng.normal(size=(2, 9, 8)).astype(np.float32)
-    dist, score = est.score(q, t, (3, 3))
+    dist, img = score(est, q, t, (3, 3))
     bank, pos = t["bank"].astype(np.float64), t["bank_pos"]
     for b in range(2):
         for p in range(9):
@@ -137,27 +146,32 @@ def test_patchcore_distances_brute_force(search):
             m = dq.argmin()
             nb = np.argsort(((bank - bank[m]) ** 2).sum(-1))[:9]
             w = 1 - np.exp(dq[m]) / np.exp(dq[nb]).sum()
-            assert score[b] == pytest.approx(w * dist[b, p], rel=1e-4)
+            assert img[b] == pytest.approx(w * dist[b, p], rel=1e-4)
 
 
 def test_local_search_falls_back_where_the_window_is_empty():
     est = make_estimator("patchcore", d=4, search="local", radius=0)
     t = {"bank": np.eye(4, dtype=np.float32), "bank_pos": np.array([0, 0, 1, 1], np.int32)}
     q = np.full((1, 4, 4), 0.25, np.float32)
-    dist, score = est.score(q, t, (2, 2))
+    dist, img = score(est, q, t, (2, 2))
     ref = np.sqrt(((t["bank"] - 0.25) ** 2).sum(-1)).min()
     np.testing.assert_allclose(dist, ref, rtol=1e-5)
-    assert np.isfinite(score).all()
+    assert np.isfinite(img).all()
 
 
-def test_patchcore_leave_one_out_drops_rows():
+def test_patchcore_leave_one_out_refits_the_coreset():
+    """Leave-one-out re-fits on the remaining images (a new coreset, not the old bank
+    minus rows): the bank is gamma of the kept patches and holds none of group 1."""
     x, _ = _bank_setup()
-    est = make_estimator("patchcore", d=8, gamma=0.5)
+    est = make_estimator("patchcore", d=8, gamma=0.5, regions=1)
     groups = np.arange(10) % 3
     f = est.fit(x, (3, 3), groups)
     assert len(f.tensors["bank"]) == 45
     lo = est.fit_without(x, (3, 3), groups, f, 1)
-    assert len(lo.tensors["bank"]) == (f.groups != 1).sum()
+    kept = x[groups != 1].reshape(-1, 8)
+    assert len(lo.tensors["bank"]) == int(np.ceil(0.5 * len(kept)))
+    d = np.sqrt(((lo.tensors["bank"][:, None] - kept[None]) ** 2).sum(-1)).min(1)
+    np.testing.assert_allclose(d, 0, atol=1e-6)   # every bank row is a kept patch
 
 
 def test_bad_options():

@@ -1,7 +1,8 @@
-"""What every estimator does: `fit(features) -> state`, `score(features, state) ->
-per-position distances`. Features are [N, P, D] float32 on a (grid_h, grid_w) grid
-(P = grid_h * grid_w, row-major). Scoring always goes through the compiled core
-(the package has one scorer); fitting is NumPy.
+"""What every estimator does: `fit(features) -> state` (the profile's tensors) and
+`params` (what scoring needs, e.g. PatchCore's search). Features are [N, P, D]
+float32 on a (grid_h, grid_w) grid (P = grid_h * grid_w, row-major). Scoring is
+not here: the compiled road scores every estimator (careg_edge.scoring,
+cpp/src/road_score.cpp), for Python and the C API alike; fitting is NumPy.
 """
 from __future__ import annotations
 
@@ -43,11 +44,6 @@ class Estimator:
         """State fitted without the rows of `held_out` group (leave-one-out calibration)."""
         keep = groups != held_out
         return self.fit(feats[keep], grid, groups[keep], seed)
-
-    def score(self, feats: np.ndarray, tensors: Dict[str, np.ndarray], grid: Tuple[int, int],
-              threads: int = 0) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """-> (distances [B, P] float32, image score [B] or None = max of the map)."""
-        raise NotImplementedError
 
 
 def make_estimator(name: str, **params) -> Estimator:

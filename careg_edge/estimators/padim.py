@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _core
 from ..errors import UserInputError
 from .base import Estimator, Fitted
 
@@ -57,8 +56,3 @@ class PaDiM(Estimator):
         mean, fac = gaussian_factor(feats, self.eps, self.fp16)
         return Fitted({"mean": mean, "precision_factor": fac},
                       {"n_samples": int(feats.shape[0]), "dim": int(feats.shape[2])})
-
-    def score(self, feats, tensors, grid, threads=0):
-        d = _core.mahalanobis(np.ascontiguousarray(feats, np.float32), tensors["mean"],
-                              tensors["precision_factor"], threads)
-        return d, None

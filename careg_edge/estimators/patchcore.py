@@ -9,16 +9,17 @@ greedy k-centre coreset, nearest-neighbour distance, re-weighted image score.
   its own greedy coreset (its share of M): regions^2 times cheaper, and every patch
   still lies within the reported radius of a bank patch (the covering guarantee of
   k-centre holds per block, hence overall). regions=1 is the plain global coreset.
-* Search: "global" = every bank patch (faiss IndexFlatL2 when installed, on the GPU
-  with faiss-gpu and a CUDA device, else the compiled core); "local" = registered local search: features are aligned by
+* Search (scored by the compiled road, cpp/src/road_score.cpp): "global" = every
+  bank patch; "local" = registered local search: features are aligned by
   registration, so a query at grid cell p is compared only with bank patches whose
-  own cell lies within +-radius rows and columns (compiled core `knn_local`); a cell
-  with no bank patch in that window falls back to the whole bank.
+  own cell lies within +-radius rows and columns; a cell with no bank patch in that
+  window falls back to the whole bank.
 * Image score (PatchCore Eq. 7): s* = the largest patch distance, m* its nearest
   bank patch, N_b(m*) the b nearest bank patches of m*;
   score = (1 - softmax(|x* - m|, m in N_b(m*))[m*]) * s*  (PatchCore's own
   softmax of positive distances).
-  Written with a softmax so that large distances do not overflow exp().
+  Written with a softmax so that large distances do not overflow exp(). Used as the
+  image score when the rule is "max".
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ from typing import Tuple
 
 import numpy as np
 
-from .. import _core
 from ..errors import UserInputError
 from .base import Estimator, Fitted
 from .padim import channel_subset
@@ -78,32 +78,6 @@ def regional_coreset(x, pos, grid, m, regions, seed=0):
     return np.sort(np.concatenate(picked)), radius
 
 
-def knn(q: np.ndarray, bank: np.ndarray, k: int, threads: int = 0):
-    """Exact L2 kNN: faiss flat index when installed, else the compiled core."""
-    q = np.ascontiguousarray(q, np.float32)
-    bank = np.ascontiguousarray(bank, np.float32)
-    try:
-        import faiss
-    except ImportError:
-        return _core.knn(q, bank, k, threads)
-    if threads > 0:
-        faiss.omp_set_num_threads(threads)
-    index = faiss.IndexFlatL2(bank.shape[1])
-    if _faiss_gpu(faiss):  # faiss-gpu ([gpu] extra) + a CUDA device: exact flat L2 on GPU 0
-        index = faiss.index_cpu_to_gpu(_faiss_gpu.res, 0, index)
-    index.add(bank)
-    d, i = index.search(q, k)
-    return np.maximum(d, 0), i.astype(np.int64)
-
-
-def _faiss_gpu(faiss) -> bool:
-    """True when this faiss build has GPU support and sees a device (untested here: no GPU)."""
-    if not hasattr(_faiss_gpu, "res"):
-        ok = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-        _faiss_gpu.res = faiss.StandardGpuResources() if ok else None
-    return _faiss_gpu.res is not None
-
-
 class PatchCore(Estimator):
     name = "patchcore"
     grid_stride = 8
@@ -135,35 +109,3 @@ class PatchCore(Estimator):
                       {"n_patches": int(n * p), "bank_size": int(len(idx)),
                        "coreset_radius": radius},
                       groups=np.repeat(groups, p)[idx])
-
-    def score(self, feats, tensors, grid, threads=0):
-        b, p, d = feats.shape
-        bank = np.ascontiguousarray(tensors["bank"], np.float32)
-        q = np.ascontiguousarray(feats, np.float32)
-        if self.search == "local":
-            sq, nn = _core.knn_local(q, bank, tensors["bank_pos"], grid[0], grid[1],
-                                     self.radius, 1, threads)
-            sq, nn = sq[..., 0].copy(), nn[..., 0].copy()
-            empty = nn < 0   # no bank patch within the radius: search the whole bank
-            if empty.any():
-                sq[empty], nn[empty] = (a[:, 0] for a in knn(q[empty], bank, 1, threads))
-        else:
-            sq, nn = knn(q.reshape(b * p, d), bank, 1, threads)
-            sq, nn = sq.reshape(b, p), nn.reshape(b, p)
-        dist = np.sqrt(np.maximum(sq, 0)).astype(np.float32)
-        return dist, self._reweight(q, dist, nn, bank, threads)
-
-    def _reweight(self, q, dist, nn, bank, threads):
-        worst = np.argmax(dist, axis=1)
-        rows = np.arange(len(worst))
-        x_star = q[rows, worst]                                   # [B, D]
-        m_star = nn[rows, worst]                                  # [B]
-        k = int(min(self.reweight_k, len(bank)))
-        _, neigh = knn(bank[m_star], bank, k, threads)            # [B, k], includes m*
-        d_neigh = np.linalg.norm(bank[neigh] - x_star[:, None], axis=-1).astype(np.float64)
-        d_star = np.linalg.norm(bank[m_star] - x_star, axis=-1).astype(np.float64)
-        # softmax(d)[m*] over the neighbourhood; m* is its own nearest neighbour
-        logits = np.concatenate([d_star[:, None], d_neigh[:, 1:]], axis=1)
-        logits -= logits.max(axis=1, keepdims=True)
-        w = 1.0 - np.exp(logits[:, 0]) / np.exp(logits).sum(axis=1)
-        return (w * dist[rows, worst]).astype(np.float32)

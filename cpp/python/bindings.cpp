@@ -4,8 +4,13 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <pybind11/stl.h>
+
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "careg/affine.h"
 #include "careg/anomaly_map.h"
@@ -14,6 +19,7 @@
 #include "careg/info.h"
 #include "careg/knn.h"
 #include "careg/mahalanobis.h"
+#include "careg/road.h"
 #include "careg/sqdist.h"
 
 namespace py = pybind11;
@@ -170,6 +176,203 @@ py::tuple anomaly_map(const py::array& reg, const py::object& theta_inv, int out
   return py::make_tuple(maps, score);
 }
 
+
+// ---- the road ---------------------------------------------------------------------
+
+std::shared_ptr<careg::Layout> make_layout(std::vector<size_t> channels, std::vector<size_t> input_size,
+                                           size_t grid_stride, const std::string& mode, bool aggregate,
+                                           const py::object& channel_index, const py::object& projection) {
+  CAREG_CHECK(channels.size() == 3, "features.channels must list 3 stages, got " << channels.size());
+  CAREG_CHECK(input_size.size() == 2, "features.input_size must be (H, W)");
+  CAREG_CHECK(mode == "unwarp" || mode == "registered",
+              "localisation mode '" << mode << "' is not 'unwarp' or 'registered'");
+  auto l = std::make_shared<careg::Layout>();
+  for (int k = 0; k < 3; ++k) l->channels[k] = channels[k];
+  l->input_h = input_size[0];
+  l->input_w = input_size[1];
+  l->grid_stride = grid_stride;
+  l->mode = mode == "unwarp" ? careg::Mode::Unwarp : careg::Mode::Registered;
+  l->aggregate = aggregate;
+  if (!channel_index.is_none()) {
+    py::array ci = channel_index.cast<py::array>();
+    require_layout(ci, "channel_index", 1, 'i', 8, "int64");
+    const auto* p = static_cast<const std::int64_t*>(ci.data());
+    l->channel_index.assign(p, p + dim(ci, 0));
+  }
+  if (!projection.is_none()) {
+    py::array pr = projection.cast<py::array>();
+    const float* p = f32(pr, "projection", 2);
+    CAREG_CHECK(dim(pr, 0) == l->d_in(), "projection has " << dim(pr, 0) << " rows, the encoder has "
+                                                          << l->d_in() << " channels (features.channels)");
+    l->projection.assign(p, p + dim(pr, 0) * dim(pr, 1));
+    l->proj_dim = dim(pr, 1);
+  }
+  l->validate();
+  return l;
+}
+
+template <class T>
+void copy_tensor(const py::dict& t, const char* name, int ndim, char kind, std::vector<T>& out,
+                 std::vector<size_t>& shape) {
+  CAREG_CHECK(t.contains(name), "profile lacks tensor '" << name << "'; re-enroll");
+  py::array a = t[name].cast<py::array>();
+  require_layout(a, name, ndim, kind, sizeof(T), kind == 'i' ? "int32" : (sizeof(T) == 2 ? "float16" : "float32"));
+  shape.assign(a.shape(), a.shape() + a.ndim());
+  out.resize(size_t(a.size()));
+  if (!out.empty()) std::memcpy(out.data(), a.data(), out.size() * sizeof(T));
+}
+
+std::shared_ptr<careg::Scorer> make_scorer(const std::string& estimator, std::vector<size_t> grid,
+                                           std::vector<size_t> image_size, float sigma, const std::string& rule,
+                                           const py::dict& tensors, const std::string& search, long radius,
+                                           long reweight_k) {
+  CAREG_CHECK(grid.size() == 2 && image_size.size() == 2, "grid and image_size must be (H, W)");
+  auto s = std::make_shared<careg::Scorer>();
+  s->grid_h = grid[0];
+  s->grid_w = grid[1];
+  s->image_h = image_size[0];
+  s->image_w = image_size[1];
+  s->sigma = sigma;
+  CAREG_CHECK(careg::parse_rule(rule, s->rule, s->percent),
+              "image score '" << rule << "': use max, mean or top<P>% with 0 < P <= 100");
+  std::vector<size_t> shape;
+  const size_t P = s->positions();
+  if (estimator == "patchcore") {
+    s->estimator = careg::Estimator::PatchCore;
+    copy_tensor(tensors, "bank", 2, 'f', s->bank, shape);
+    s->dim = shape[1];
+    CAREG_CHECK(shape[0] >= 1 && s->dim >= 1, "profile tensor bank must be a non-empty [M, D]");
+    copy_tensor(tensors, "bank_pos", 1, 'i', s->bank_pos, shape);
+    CAREG_CHECK(search == "global" || search == "local", "search: '" << search << "' is not 'global' or 'local'");
+    s->local = search == "local";
+    CAREG_CHECK(radius >= 0 && reweight_k >= 1, "radius must be >= 0 and reweight_k >= 1");
+    s->radius = size_t(radius);
+    s->reweight_k = size_t(reweight_k);
+  } else {
+    CAREG_CHECK(estimator == "padim" || estimator == "orthoad",
+                "estimator '" << estimator << "' is not padim, orthoad or patchcore");
+    s->estimator = estimator == "padim" ? careg::Estimator::PaDiM : careg::Estimator::OrthoAD;
+    copy_tensor(tensors, "mean", 2, 'f', s->mean, shape);
+    s->dim = shape.size() == 2 ? shape[1] : 0;
+    CAREG_CHECK(shape[0] == P, "profile tensor mean has " << shape[0] << " positions, the grid has " << P);
+    CAREG_CHECK(tensors.contains("precision_factor"), "profile lacks tensor 'precision_factor'; re-enroll");
+    py::array f = tensors["precision_factor"].cast<py::array>();
+    if (f.dtype().kind() == 'f' && f.itemsize() == 2) copy_tensor(tensors, "precision_factor", 2, 'f', s->factor16, shape);
+    else copy_tensor(tensors, "precision_factor", 2, 'f', s->factor32, shape);
+  }
+  s->validate();
+  return s;
+}
+
+careg::Outputs outputs_of(const py::dict& out, std::vector<py::array>& keep) {
+  careg::Outputs o;
+  const char* names[3] = {"feat1", "feat2", "feat3"};
+  for (int k = 0; k < 3; ++k) {
+    CAREG_CHECK(out.contains(names[k]), "encoder outputs lack '" << names[k] << "'");
+    keep.push_back(out[names[k]].cast<py::array>());
+    const py::array& a = keep.back();
+    o.feat[k] = f32(a, names[k], 4);
+    if (k == 0) o.batch = dim(a, 0);
+    CAREG_CHECK(dim(a, 0) == o.batch, names[k] << " has batch " << dim(a, 0) << ", feat1 has " << o.batch);
+    o.channels[k] = dim(a, 1);
+    o.height[k] = dim(a, 2);
+    o.width[k] = dim(a, 3);
+  }
+  for (const char* name : {"theta", "theta_inv"}) {
+    CAREG_CHECK(out.contains(name), "encoder outputs lack '" << name << "'");
+    keep.push_back(out[name].cast<py::array>());
+    const py::array& a = keep.back();
+    const float* p = f32(a, name, 4);
+    CAREG_CHECK(dim(a, 0) == o.batch && dim(a, 1) == 3 && dim(a, 2) == 2 && dim(a, 3) == 3,
+                name << " must be [B, 3, 2, 3] with B = " << o.batch << ", got [" << dim(a, 0) << ", " << dim(a, 1)
+                     << ", " << dim(a, 2) << ", " << dim(a, 3) << "]");
+    (std::string(name) == "theta" ? o.theta : o.theta_inv) = p;
+  }
+  return o;
+}
+
+py::array assemble(const careg::Layout& l, const py::dict& out, int threads) {
+  std::vector<py::array> keep;
+  careg::Outputs o = outputs_of(out, keep);
+  auto feats = empty<float>({o.batch, l.positions(), l.dim()});
+  float* pf = feats.mutable_data();
+  py::gil_scoped_release release;
+  careg::assemble(l, o, pf, threads);
+  return feats;
+}
+
+template <class V>
+py::array to_array(const V& v, std::initializer_list<size_t> shape) {
+  auto a = empty<typename V::value_type>(shape);
+  if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(typename V::value_type));
+  return a;
+}
+
+py::dict scores_dict(const careg::Scorer& s, const careg::Scores& r, size_t B) {
+  py::dict d;
+  d["dist"] = to_array(r.dist, {B, s.grid_h, s.grid_w});
+  d["maps"] = to_array(r.maps, {B, s.image_h, s.image_w});
+  d["scores"] = to_array(r.scores, {B});
+  py::dict t;
+  t["score"] = r.ms_score;
+  t["postprocess"] = r.ms_map;
+  d["timings"] = t;
+  return d;
+}
+
+py::dict score(const careg::Scorer& s, const py::array& feats, const py::object& theta_inv3, int threads) {
+  const float* px = f32(feats, "features", 3);
+  size_t B = dim(feats, 0);
+  CAREG_CHECK(dim(feats, 1) == s.positions() && dim(feats, 2) == s.dim,
+              "features are [" << B << ", " << dim(feats, 1) << ", " << dim(feats, 2) << "], the profile expects [B, "
+                               << s.positions() << ", " << s.dim << "] (grid positions, feature dimension D)");
+  const float* pt = nullptr;
+  py::array t;
+  if (!theta_inv3.is_none()) {
+    t = theta_inv3.cast<py::array>();
+    pt = f32(t, "theta_inv", 3);
+    check_theta_shape(t, B, "theta_inv (stage 3)");
+  }
+  careg::Scores r;
+  {
+    py::gil_scoped_release release;
+    careg::score(s, px, B, pt, r, threads);
+  }
+  return scores_dict(s, r, B);
+}
+
+py::dict inspect(const careg::Layout& l, const careg::Scorer& s, const py::dict& out, float threshold,
+                 const py::object& sizes, int threads) {
+  std::vector<py::array> keep;
+  careg::Outputs o = outputs_of(out, keep);
+  std::vector<std::pair<size_t, size_t>> at;
+  if (!sizes.is_none()) {
+    at = sizes.cast<std::vector<std::pair<size_t, size_t>>>();
+    CAREG_CHECK(at.size() == o.batch, "sizes: " << at.size() << " entries for a batch of " << o.batch);
+  }
+  careg::Inspection r;
+  std::vector<std::vector<float>> resized(at.size());
+  {
+    py::gil_scoped_release release;
+    careg::inspect(l, s, o, threshold, r, threads);
+    for (size_t b = 0; b < at.size(); ++b) {
+      resized[b].resize(at[b].first * at[b].second);
+      careg::resize_map(r.maps.data() + b * s.image_h * s.image_w, s.image_h, s.image_w, at[b].first,
+                        at[b].second, resized[b].data());
+    }
+  }
+  py::dict d = scores_dict(s, r, o.batch);
+  py::dict t = d["timings"];
+  t["features"] = r.ms_features;
+  std::vector<bool> defect(r.defect.begin(), r.defect.end());
+  d["defect"] = defect;
+  d["reason"] = r.reason;
+  py::list maps_at;
+  for (size_t b = 0; b < at.size(); ++b) maps_at.append(to_array(resized[b], {at[b].first, at[b].second}));
+  d["maps_at"] = maps_at;
+  return d;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -185,6 +388,28 @@ PYBIND11_MODULE(_core, m) {
     }
   });
   m.def("build_flags", &careg::build_flags);
+  py::class_<careg::Layout, std::shared_ptr<careg::Layout>>(m, "Layout",
+      "Feature assembly of a profile (immutable): channels, input size, grid stride, mode, aggregate, "
+      "channel_index or projection")
+      .def(py::init(&make_layout), py::arg("channels"), py::arg("input_size"), py::arg("grid_stride"),
+           py::arg("mode"), py::arg("aggregate"), py::arg("channel_index") = py::none(),
+           py::arg("projection") = py::none())
+      .def_property_readonly("dim", &careg::Layout::dim)
+      .def_property_readonly("grid", [](const careg::Layout& l) { return py::make_tuple(l.grid_h(), l.grid_w()); });
+  py::class_<careg::Scorer, std::shared_ptr<careg::Scorer>>(m, "Scorer",
+      "Estimator state + map + image-score rule of a profile (immutable; tensors are copied)")
+      .def(py::init(&make_scorer), py::arg("estimator"), py::arg("grid"), py::arg("image_size"), py::arg("sigma"),
+           py::arg("rule"), py::arg("tensors"), py::arg("search") = "global", py::arg("radius") = 2,
+           py::arg("reweight_k") = 9)
+      .def_property_readonly("dim", [](const careg::Scorer& s) { return s.dim; });
+  m.def("assemble", &assemble, py::arg("layout"), py::arg("outputs"), py::arg("threads") = 0,
+        "raw encoder outputs {feat1..3, theta, theta_inv} -> features [B, P, D]");
+  m.def("score", &score, py::arg("scorer"), py::arg("features"), py::arg("theta_inv") = py::none(),
+        py::arg("threads") = 0,
+        "features [B,P,D], stage-3 theta_inv [B,2,3] or None -> {dist, maps, scores, timings}");
+  m.def("inspect", &inspect, py::arg("layout"), py::arg("scorer"), py::arg("outputs"), py::arg("threshold"),
+        py::arg("sizes") = py::none(), py::arg("threads") = 0,
+        "the road: raw encoder outputs -> {dist, maps, scores, defect, reason, maps_at, timings}");
   m.def("default_threads", &careg::default_threads);
   m.def("pairwise_sqdist", &pairwise_sqdist, py::arg("a"), py::arg("b"),
         "Squared L2 distances between rows of a [n,d] and b [m,d] -> [n,m]");

@@ -157,20 +157,9 @@ std::pair<std::string, double> meta_image_score(const Json& meta, const std::str
 
 }  // namespace
 
-Profile Profile::load(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) refuse(FileProblem::Io, path, "cannot open the profile (check the path and permissions)");
-  std::streamoff size = f.tellg();
-  if (size < 0) refuse(FileProblem::Io, path, "cannot read the profile");
-  std::vector<std::uint8_t> raw(static_cast<std::size_t>(size));
-  f.seekg(0);
-  if (size > 0 && !f.read(reinterpret_cast<char*>(raw.data()), size))
-    refuse(FileProblem::Io, path, "cannot read the profile");
-  return parse(raw.data(), raw.size(), path);
-}
-
-Profile Profile::parse(const std::uint8_t* data, std::size_t n, const std::string& where) {
-  if (n < 8) refuse(FileProblem::Format, where, "file is " + std::to_string(n) + " bytes, too short to be a profile");
+Container parse_container(const std::uint8_t* data, std::size_t n, const std::string& where, const char* kind,
+                          const char* version) {
+  if (n < 8) refuse(FileProblem::Format, where, "file is " + std::to_string(n) + " bytes, too short to be a " + kind);
   std::uint64_t hlen = 0;
   for (int i = 7; i >= 0; --i) hlen = (hlen << 8) | data[i];  // little-endian u64
   if (hlen > n - 8 || hlen > kMaxHeader)
@@ -188,21 +177,53 @@ Profile Profile::parse(const std::uint8_t* data, std::size_t n, const std::strin
   for (std::size_t i = 0; strings && i < meta->members.size(); ++i)
     strings = meta->members[i].second.type == Json::String;
   if (!strings) refuse(FileProblem::Format, where, "header is not valid careg-edge JSON metadata");
-  const Json* kind = meta->find("format");
-  if (!kind || kind->text != kKind)
-    refuse(FileProblem::Kind, where, "is a " + (kind ? kind->text : std::string("foreign")) + " file, expected " + kKind);
+  const Json* fmt = meta->find("format");
+  if (!fmt || fmt->text != kind)
+    refuse(FileProblem::Kind, where, "is a " + (fmt ? fmt->text : std::string("foreign")) + " file, expected " + kind);
   const Json* sum = meta->find("checksum");
   std::string value = sum ? sum->text : std::string();
   verify_checksum(data, n, 8 + checksum_at(header, value, where), value, where);
   const Json* ver = meta->find("format_version");
-  if (!ver || ver->text != kVersion)
-    refuse(FileProblem::Version, where, std::string("profile format version ") + (ver ? ver->text : "?") +
-                                            "; this careg-edge reads version " + kVersion + ": re-create the file");
-  Profile p;
+  if (!ver || ver->text != version)
+    refuse(FileProblem::Version, where, std::string(kind) + " format version " + (ver ? ver->text : "?") +
+                                            "; this careg-edge reads version " + version + ": re-create the file");
+  Container c;
   const std::uint8_t* body = data + 8 + hlen;
   std::size_t body_size = n - 8 - std::size_t(hlen);
   for (const auto& m : root.members)
-    if (m.first != "__metadata__") p.tensors_[m.first] = read_tensor(m.first, m.second, body, body_size, where);
+    if (m.first != "__metadata__") c.tensors[m.first] = read_tensor(m.first, m.second, body, body_size, where);
+  c.meta = *meta;
+  return c;
+}
+
+Container read_file(const std::string& path, const char* kind, const char* version) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) refuse(FileProblem::Io, path, "cannot open the file (check the path and permissions)");
+  std::streamoff size = f.tellg();
+  if (size < 0) refuse(FileProblem::Io, path, "cannot read the file");
+  std::vector<std::uint8_t> raw(static_cast<std::size_t>(size));
+  f.seekg(0);
+  if (size > 0 && !f.read(reinterpret_cast<char*>(raw.data()), size)) refuse(FileProblem::Io, path, "cannot read the file");
+  return parse_container(raw.data(), raw.size(), path, kind, version);
+}
+
+Profile Profile::load(const std::string& path) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) refuse(FileProblem::Io, path, "cannot open the profile (check the path and permissions)");
+  std::streamoff size = f.tellg();
+  if (size < 0) refuse(FileProblem::Io, path, "cannot read the profile");
+  std::vector<std::uint8_t> raw(static_cast<std::size_t>(size));
+  f.seekg(0);
+  if (size > 0 && !f.read(reinterpret_cast<char*>(raw.data()), size))
+    refuse(FileProblem::Io, path, "cannot read the profile");
+  return parse(raw.data(), raw.size(), path);
+}
+
+Profile Profile::parse(const std::uint8_t* data, std::size_t n, const std::string& where) {
+  Container c = parse_container(data, n, where, kKind, kVersion);
+  const Json* meta = &c.meta;
+  Profile p;
+  p.tensors_ = std::move(c.tensors);
   p.estimator = meta_string(*meta, "estimator", where);
   p.encoder_hash = meta_string(*meta, "encoder_hash", where);
   p.threshold = meta_float(*meta, "threshold", where);
@@ -212,6 +233,14 @@ Profile Profile::parse(const std::uint8_t* data, std::size_t n, const std::strin
   p.image_h = meta_size(*meta, "image_h", where);
   p.image_w = meta_size(*meta, "image_w", where);
   std::tie(p.image_score_, p.top_percent_) = meta_image_score(*meta, where);
+  if (const Json* info = meta->find("profile")) {
+    try {
+      p.info_ = parse_json(info->text.data(), info->text.size(), where + " (profile JSON)");
+      p.info_ok_ = p.info_.type == Json::Object;
+    } catch (const Error&) {
+      p.info_ok_ = false;  // reported by layout_of when the road needs it
+    }
+  }
   p.validate(where);
   return p;
 }

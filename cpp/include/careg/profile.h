@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "careg/error.h"
+#include "careg/json.h"
+#include "careg/road.h"
 
 namespace careg {
 
@@ -32,6 +34,15 @@ struct Tensor {
   const T* as() const { return reinterpret_cast<const T*>(storage.data()); }
 };
 
+// A careg_edge.container file of one kind/version: tensors + string metadata.
+struct Container {
+  std::map<std::string, Tensor> tensors;
+  Json meta;
+};
+Container parse_container(const std::uint8_t* data, std::size_t n, const std::string& where, const char* kind,
+                          const char* version);
+Container read_file(const std::string& path, const char* kind, const char* version);
+
 class Profile {
  public:
   static Profile load(const std::string& path);
@@ -50,20 +61,33 @@ class Profile {
   std::size_t feature_dim() const { return dim_; }
   const Tensor* tensor(const std::string& name) const;
 
-  // features [B, P, D] (assembled and, for orthoad, projected) -> dist [B, P],
-  // maps [B, image_h, image_w], scores [B] (the image-score rule's statistic of
-  // each map). theta_inv [B, 2, 3] or nullptr.
-  // Const and allocation-local: safe to call from several threads at once.
-  void score(const float* features, std::size_t B, std::size_t D, const float* theta_inv,
-             float* dist, float* maps, float* scores, int threads) const;
+  // The `profile` JSON metadata (features, estimator_params, normalisation, ...).
+  // Parsed leniently: a file whose JSON this reader cannot use still loads (and
+  // scores assembled features); info_ok() is false and road() names the problem.
+  bool info_ok() const { return info_ok_; }
+  const Json& info() const { return info_; }
 
  private:
   void validate(const std::string& where);
-  void image_statistic(const float* maps, std::size_t B, float* scores, int threads) const;
   std::map<std::string, Tensor> tensors_;
+  Json info_;
+  bool info_ok_ = false;
   std::size_t dim_ = 0;
   std::string image_score_ = "max";
   double top_percent_ = 0.0;
 };
+
+// The road's inputs from a loaded profile. layout_of needs the `profile` JSON
+// (features.*); scorer_of works on the flat keys and tensors alone (PatchCore
+// search/radius/reweight_k from estimator_params when present, else the defaults
+// global / 2 / 9). Each throws careg::Error naming the missing or bad field.
+Layout layout_of(const Profile& p);
+Scorer scorer_of(const Profile& p);
+
+struct Normalisation {
+  float mean[3], std[3], scale;
+};
+// input = (rgb * scale - mean) / std per channel, RGB order (profile JSON normalisation).
+Normalisation normalisation_of(const Profile& p);
 
 }  // namespace careg
