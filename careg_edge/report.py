@@ -36,7 +36,7 @@ def summarise(results: List[dict]) -> Dict[str, dict]:
     per_cat: Dict[str, dict] = {}
     for (cat, meth, k), rs in sorted(groups.items()):
         per_cat.setdefault(cat, {}).setdefault(meth, {})[str(k)] = {
-            m: _mean_std([r[m] for r in rs]) for m in METRICS}
+            m: _mean_std([r.get(m) for r in rs]) for m in METRICS}  # older results lack new fields
     macro: Dict[str, dict] = {}
     methods = sorted({m for c in per_cat.values() for m in c})
     for meth in methods:
@@ -70,7 +70,8 @@ def _macro_rounds(per_cat_rounds: List[List[dict]], metric: str) -> List[float]:
     by_round: Dict[int, List[float]] = {}
     for rs in per_cat_rounds:
         for r in rs:
-            by_round.setdefault(r["round"], []).append(r[metric])
+            if r.get(metric) is not None:
+                by_round.setdefault(r["round"], []).append(r[metric])
     n = len(per_cat_rounds)
     return [float(np.mean(v)) for v in by_round.values() if len(v) == n]
 
