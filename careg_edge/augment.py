@@ -122,6 +122,13 @@ def expand(augment) -> List[str]:
     return list(dict.fromkeys(ops))
 
 
+def partner(op: str, i: int, k: int) -> int:
+    """The other support image the view of image i under `op` is made from (i itself
+    for single-image ops). Leave-one-out must drop these views too: a mixup view of
+    image i-1 is half image i, and leaving it in the fit makes i look familiar."""
+    return (i + 1) % k if (op == "mixup" and k > 1) else i
+
+
 def apply(ops: Sequence[str], images: Sequence[np.ndarray]) -> List[np.ndarray]:
     """All views: for each op (outer) and each support image (inner)."""
     out = []

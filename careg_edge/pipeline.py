@@ -163,6 +163,9 @@ class Inspector:
         view_id = np.repeat(np.arange(len(views) + 1), k)
         source = np.tile(np.arange(k), len(views) + 1)
         units = source if k >= 2 else view_id   # leave-one-out unit (see calibration)
+        # the second image inside each row (mixup views blend two support images)
+        partner = np.concatenate([np.arange(k)] + [[aug.partner(op, i, k) for i in range(k)]
+                                             for op in record["ops"]]) if k >= 2 else units
         if len(np.unique(units)) < 2:
             raise UserInputError("support images: one image and no augmentation leaves nothing "
                                  "to hold out for the threshold; give >= 2 images or augment")
@@ -174,9 +177,9 @@ class Inspector:
         # Inspection never augments, so with K >= 2 the held-out image is scored as it
         # is; its flipped/rotated views would push the threshold above real defects.
         probe = view_id == 0 if k >= 2 else np.ones(len(units), bool)
-        calib = self._calibrate(est, spec, transform, feats, thetas, units, probe, source, rgbs,
-                                sigma, rule, target_fpr, max_units, synth_per_unit, seed,
-                                prior_exclude)
+        calib = self._calibrate(est, spec, transform, feats, thetas, (units, partner), probe,
+                                source, rgbs, sigma, rule, target_fpr, max_units,
+                                synth_per_unit, seed, prior_exclude)
         times["calibrate"] = _ms(t)
         self._progress(1.0, "calibrate")
         info = {"encoder": self.meta.to_dict(), "features": spec.to_dict(),
@@ -228,11 +231,12 @@ class Inspector:
         from .calibration.tail_prior import TailPrior
         from .calibration.threshold import loo_threshold, synthetic_detection
         k = len(rgbs)
+        units, partner = units
         held = _held_units(units, max_units or (0 if k >= 2 else K1_UNITS), seed)
         good, synth = [], []
         for n, u in enumerate(held):
             self._progress(0.7 + 0.3 * n / len(held), "calibrate")
-            keep = units != u
+            keep = (units != u) & (partner != u)   # no view that contains unit u
             state = est.fit(feats[keep], spec.grid, units[keep], seed).tensors
             rows = (units == u) & probe
             good.append(self._image_scores(feats[rows], thetas[rows], state, est, spec, sigma, rule))
