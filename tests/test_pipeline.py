@@ -217,3 +217,18 @@ def test_bad_image_score_is_one_clear_error(insp, bad):
     with pytest.raises(UserInputError, match="image score"):
         insp.enroll([_texture(1), _texture(2)], estimator="padim", augment="none", d=10,
                     image_score=bad)
+
+
+def test_leave_one_out_drops_mixup_views_that_contain_the_held_out_image(insp, monkeypatch):
+    # K=3 + mixup: rows are 3 originals and 3 blends (i with i+1). Holding out image u
+    # must drop its original, its own blend and the blend of u-1 (half of it is u).
+    from careg_edge.estimators.padim import PaDiM
+    sizes, fit = [], PaDiM.fit
+
+    def spy(self, feats, grid, groups, seed=0):
+        sizes.append(len(feats))
+        return fit(self, feats, grid, groups, seed)
+    monkeypatch.setattr(PaDiM, "fit", spy)
+    insp.enroll([_texture(s) for s in (7, 8, 9)], estimator="padim", augment="mixup", d=10,
+                synth_per_unit=0)
+    assert sizes == [6, 3, 3, 3]
