@@ -88,8 +88,9 @@ def report_lines(change: Change, name: str, labels: Optional[Sequence] = None) -
     if change.rejected:
         names = [str(labels[i] if labels is not None else i) for i in change.rejected[:8]]
         more = " ..." if len(change.rejected) > 8 else ""
-        used += (f"; {len(change.rejected)} rejected as outliers ({'frames' if labels else 'items'} "
-                 f"{', '.join(names)}{more}), {change.fit['n_used']} used")
+        what = ("frame" if labels else "item") + ("s" if len(names) > 1 else "")
+        used += (f"; {len(change.rejected)} rejected as outliers ({what} {', '.join(names)}{more}), "
+                 f"{change.fit['n_used']} used")
     lines.append(f"  {used}")
     lines.append(f"  on these good images the old threshold flagged {_rate(change.old_flagged)}, "
                  f"the new one flags {_rate(change.new_flagged)}")

@@ -438,7 +438,8 @@ def _learn(enrolled, tmp_path, name, kinds, n, *extra):
 def test_learn_rejects_defects_among_presumed_good_and_lands_the_same_threshold(enrolled, tmp_path):
     after = "gbgbg"  # inspection goes on after learning, with the new threshold
     clean, p_clean = _learn(enrolled, tmp_path, "clean", "g" * 30 + after, 30)
-    mixed, p_mixed = _learn(enrolled, tmp_path, "mixed", "g" * 5 + "b" + "g" * 11 + "b" + "g" * 14 + after, 32)
+    mixed_kinds = "g" * 5 + "b" + "g" * 11 + "b" + "g" * 14 + after  # defects: frames 5 and 17
+    mixed, p_mixed = _learn(enrolled, tmp_path, "mixed", mixed_kinds, 32)
     assert clean.exit_code == 0 and mixed.exit_code == 0, clean.output + mixed.output
     a, b = Profile.load(p_clean), Profile.load(p_mixed)
     old = Profile.load(enrolled).threshold

@@ -247,6 +247,7 @@ def test_real_inspector_end_to_end_and_the_c_reader_reads_the_new_threshold(tmp_
     assert r.exit_code == 0, r.output
     p = Profile.load(prof)
     assert p.threshold_history[-1]["n_images"] == 24 and "calibration" in p.info
+    assert "enrollment" in r.output and "-> " in r.output  # the history, enrollment first
     assert c_threshold(lib, prof) == pytest.approx(p.threshold, rel=1e-6)
     from careg_edge import Inspector  # the good images the threshold came from pass it (target 1 %)
     rs = Inspector(threads=2).inspect_batch(sorted(good.glob("*.png")), p)

@@ -86,7 +86,7 @@ def _from_good(profile, name, good, target_fpr, model, s):
                             f"{target_fpr:.1%} false alarms needs at least {need} good images")
     insp = make_inspector(model)
     check_profiles({name: profile}, insp)
-    s.info(f"scoring {len(imgs.files)} good images from {good} with {name}")
+    s.info(f"scoring {len(imgs.files)} images from {good} with {name}")
     scores = []
     for chunk, _ in imgs.chunks():
         scores += [float(r.score) for r in insp.inspect_batch(chunk, profile)]
