@@ -25,19 +25,12 @@ from careg_edge.calibration.threshold import needed_images, threshold_from_good
 from careg_edge.cli import cli
 from careg_edge.container import read_container
 from careg_edge.profile import Profile
-from test_live import FakeInspector
+from test_live import FakeInspector, fake  # noqa: F401  (fake: the CLI gets a FakeInspector)
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "careg_edge" / "demo_data" / "flange"
 CPP = REPO / "cpp"
 NEED = needed_images(0.01)
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    insp = FakeInspector()
-    monkeypatch.setattr("careg_edge.cli.make_inspector", lambda model=None: insp)
-    return insp
 
 
 def good_parts(d: Path, n: int, seed: int = 7000) -> Path:
