@@ -15,10 +15,11 @@ validation/good) against the defective test images, at each requested false-alar
 target, the threshold re-derived from the one enrollment's stored calibration
 (eval_line.py).
 
-The encoder is the expensive part and does not depend on the support set, so all
-pending profiles of a category are enrolled first, then the test set and the other
-good images are streamed once, each image read and encoded once and scored by every
-profile that has not seen it (the encoder outputs are memoised by input bytes). Each
+The encoder is the expensive part and does not depend on the support set, so the
+pending profiles of a category are enrolled first (as many as `max_profile_bytes`
+holds), then the test set (in chunks whose maps fit in `max_map_bytes`) and the other
+good images are streamed, each image read and encoded once per pass and scored by
+every profile that has not seen it (encoder outputs are memoised by input bytes). Each
 finished (category, estimator, K, round) is cached on disk as a container file; an
 interrupted run resumes where it stopped, and a later run asking for another target
 re-derives it from the cached scores and calibration without enrolling again.
@@ -203,6 +204,8 @@ class RoundJob:
     infer_ms: List[float] = field(default_factory=list)
     threshold: float = float("nan")
     unseen: Dict[str, float] = field(default_factory=dict)  # path -> score, outside the test set
+    result: Dict[str, object] = field(default_factory=dict)   # test-set metrics, then the line ones
+    arrays: Dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _saved_ms(memo) -> float:
@@ -247,10 +250,9 @@ def _calibration(profile) -> Optional[dict]:
     return json.loads(json.dumps(calib, default=plain))
 
 
-def finish_round(job: RoundJob, cat: Category, masks: List[np.ndarray],
-                 targets: Sequence[float] = DEFAULT_TARGETS,
-                 threshold_for: Callable = default_threshold_for) -> dict:
-    """Metrics of one finished round; writes the cache file; frees the maps."""
+def finish_test_metrics(job: RoundJob, cat: Category, masks: List[np.ndarray]) -> None:
+    """Paper metrics of a round whose test set is scored (job.result, job.arrays); frees
+    the maps, which only these metrics need."""
     y = np.array([t.label for t in cat.test], np.uint8)
     s = np.array(job.scores, np.float64)
     flagged = np.array(job.flagged, bool)
@@ -270,9 +272,6 @@ def finish_round(job: RoundJob, cat: Category, masks: List[np.ndarray],
         "test_files": [str(t.path.relative_to(cat.root)) for t in cat.test],
     }
     arrays = {"scores": s, "labels": y, "flagged": flagged.astype(np.uint8)}
-    unseen = _unseen_scores(job, cat)
-    arrays["unseen_scores"] = unseen
-    res.update(_line_fields(job, cat, unseen, s[y == 1], targets, threshold_for))
     arrays["image_roc"] = np.stack(metrics.roc_curve(y, s, CURVE_POINTS))
     arrays["pixel_roc"] = np.stack(pix_roc)
     step = max(1, fpr.size // CURVE_POINTS)
@@ -284,8 +283,21 @@ def finish_round(job: RoundJob, cat: Category, masks: List[np.ndarray],
     for kind, idx in worst.items():
         for j, i in enumerate(idx):
             arrays[f"{kind}_{j}"] = _thumb(job.maps[i]).astype(np.float32)
-    save_round(job.cache, res, arrays)
+    job.result, job.arrays = res, arrays
     job.maps.clear()
+
+
+def finish_round(job: RoundJob, cat: Category, targets: Sequence[float] = DEFAULT_TARGETS,
+                 threshold_for: Callable = default_threshold_for) -> dict:
+    """Adds the line metrics to a round with test metrics and unseen-good scores;
+    writes the cache file; frees the profile."""
+    res, arrays = job.result, job.arrays
+    unseen = _unseen_scores(job, cat)
+    arrays["unseen_scores"] = unseen
+    res.update(_line_fields(job, cat, unseen, arrays["scores"][arrays["labels"] == 1],
+                            targets, threshold_for))
+    save_round(job.cache, res, arrays)
+    job.profile, job.arrays = None, {}
     return res
 
 
@@ -340,11 +352,14 @@ def evaluate(data: Path, outdir: Path, configs: Sequence[EvalConfig], shots: Seq
              support_dir: Optional[Path] = None, make_inspector=default_inspector,
              progress: bool = True, max_map_bytes: float = 2e9,
              targets: Sequence[float] = DEFAULT_TARGETS,
-             threshold_for: Callable = default_threshold_for) -> dict:
+             threshold_for: Callable = default_threshold_for,
+             max_profile_bytes: float = 3e9) -> dict:
     """Run (or resume) the protocol; returns {"results": [...per-round results...], ...}.
 
     targets: false-alarm rates at which the line metrics are measured, each threshold
-    re-derived by threshold_for(profile.info["calibration"], target) from one enrollment."""
+    re-derived by threshold_for(profile.info["calibration"], target) from one enrollment.
+    max_map_bytes / max_profile_bytes: anomaly maps / enrolled profiles held at once
+    (more = fewer passes over the test set / the other good images)."""
     data, outdir = Path(data), Path(outdir)
     targets = sorted({float(t) for t in targets})
     cats = [load_category(data, c) for c in (categories or find_categories(data))]
@@ -362,7 +377,7 @@ def evaluate(data: Path, outdir: Path, configs: Sequence[EvalConfig], shots: Seq
     inspectors: Dict[tuple, object] = {}
     for cat in cats:
         _run_category(cat, [j for j in todo if j.cat == cat.name], inspectors, make_inspector,
-                      bar, max_map_bytes, targets, threshold_for)
+                      bar, max_map_bytes, targets, threshold_for, max_profile_bytes)
     results = []
     for j in plan:
         got = load_round(j.cache)
@@ -403,44 +418,66 @@ def _map_bytes(cat: Category) -> int:
     return total
 
 
+def _profile_bytes(profile) -> int:
+    """Memory one enrolled profile holds: its tensors, twice (the scoring road may keep
+    its own prepared copy)."""
+    tensors = getattr(profile, "tensors", None) or {}
+    return 2 * sum(int(getattr(v, "nbytes", 0)) for v in tensors.values())
+
+
 def _run_category(cat: Category, jobs: List[RoundJob], inspectors, make_inspector, bar,
                   max_map_bytes: float, targets: Sequence[float] = DEFAULT_TARGETS,
-                  threshold_for: Callable = default_threshold_for) -> None:
+                  threshold_for: Callable = default_threshold_for,
+                  max_profile_bytes: float = 3e9) -> None:
+    """Enroll as many profiles as `max_profile_bytes` holds (a group); stream the test
+    set once per chunk of the group whose anomaly maps fit in `max_map_bytes`; then
+    stream the other good images once for the whole group (scores only, no maps)."""
     if not jobs:
         return
-    per_round = _map_bytes(cat)
-    group_size = max(1, int(max_map_bytes // max(per_round, 1)))
+    group_size = max(1, int(max_map_bytes // max(_map_bytes(cat), 1)))
     by_model: Dict[tuple, List[RoundJob]] = {}
     for j in jobs:
         by_model.setdefault((j.cfg.model, j.cfg.backend), []).append(j)
     train_by_name = {p.name: p for p in cat.train}
-    for key, group in by_model.items():
+    for key, pending in by_model.items():
         if key not in inspectors:
-            insp = make_inspector(group[0].cfg)
+            insp = make_inspector(pending[0].cfg)
             inspectors[key] = (insp, memoise_encoder(insp))
         insp, memo = inspectors[key]
         # same support set adjacent: the encoder memo serves the other estimators
-        group = sorted(group, key=lambda j: (j.k, j.rnd, j.cfg.label()))
-        for g in range(0, len(group), group_size):
-            chunk = group[g:g + group_size]
-            for j in chunk:  # every profile of the chunk exists before any test file is opened
+        pending = sorted(pending, key=lambda j: (j.k, j.rnd, j.cfg.label()))
+        while pending:
+            group, held = [], 0
+            # every profile of the group exists before any test file is opened
+            while pending and (not group or held < max_profile_bytes):
+                j = pending.pop(0)
                 _enroll(insp, memo, j, [imageio.read_image(train_by_name[n]) for n in j.support])
+                held += _profile_bytes(j.profile)
+                group.append(j)
                 bar.step(1, f"{cat.name} enroll {j.cfg.label()} K={j.k} r={j.rnd}")
-            for item in cat.test:
-                image = imageio.read_image(item.path)
-                for j in chunk:
-                    _score(insp, memo, j, image)
-                bar.step(len(chunk), f"{cat.name} inspect")
-            _score_other_goods(insp, cat, chunk, bar)
-            masks = [read_mask(t, m.shape) for t, m in zip(cat.test, chunk[0].maps)]
-            for j in chunk:
-                finish_round(j, cat, masks, targets, threshold_for)
-                j.profile = None
+            for g in range(0, len(group), group_size):
+                _score_test_set(insp, memo, cat, group[g:g + group_size], bar)
+            _score_other_goods(insp, cat, group, bar)
+            for j in group:
+                finish_round(j, cat, targets, threshold_for)
+
+
+def _score_test_set(insp, memo, cat: Category, chunk: List[RoundJob], bar) -> None:
+    """Each test image read once and scored by every profile of the chunk (maps kept
+    for the pixel metrics), then the chunk's test-set metrics."""
+    for item in cat.test:
+        image = imageio.read_image(item.path)
+        for j in chunk:
+            _score(insp, memo, j, image)
+        bar.step(len(chunk), f"{cat.name} inspect")
+    masks = [read_mask(t, m.shape) for t, m in zip(cat.test, chunk[0].maps)]
+    for j in chunk:
+        finish_test_metrics(j, cat, masks)
 
 
 def _score_other_goods(insp, cat: Category, chunk: List[RoundJob], bar) -> None:
     """Good images outside the test set (train/good, validation/good): each read once,
-    and scored (image score only, no map kept) by every profile of the chunk that did
+    and scored (image score only, no map kept) by every profile of the group that did
     not enroll on it; the profiles score it one after the other, so the encoder memo
     encodes it once."""
     supports = [set(j.support) for j in chunk]

@@ -53,6 +53,7 @@ class FakeProfile:
 
     def __init__(self, mean, threshold, estimator):
         self.mean, self.threshold, self.estimator = mean, threshold, estimator
+        self.tensors = {"mean": mean}
         self.info = {"calibration": {"threshold": threshold, "target_fpr": 0.01}}
 
 
@@ -529,3 +530,39 @@ def test_real_inspector_road_on_the_bundled_flange(tmp_path):
     assert [row["error"] for row in r["line"]] == [None, None]
     own = next(row for row in r["line"] if row["target_fpr"] == r["calibration"]["target_fpr"])
     assert own["threshold"] == pytest.approx(r["threshold"], rel=1e-5)
+
+
+def test_memory_budgets_change_passes_not_results(data, tmp_path, monkeypatch):
+    """Maps that fit one round at a time: the test set is read once per round, the other
+    good images still once for all (profiles are grouped by their own budget); profiles
+    that fit one at a time: everything once per round. Same numbers; and the encoder
+    memo still encodes each image once (these images are tiny, it holds them all)."""
+    _add_validation(data)
+    from collections import Counter
+    real = imageio.read_image
+    runs = {}
+    for name, kw in {"roomy": {}, "maps": {"max_map_bytes": 1}, "profiles": {"max_profile_bytes": 1}}.items():
+        reads, encoded = Counter(), Counter()
+
+        def spy(path):
+            reads[str(path)] += 1
+            return real(path)
+
+        class RT:
+            def infer(self, batch):
+                encoded[batch.tobytes()] += 1
+                return {"feat1": batch}
+
+        monkeypatch.setattr(imageio, "read_image", spy)
+        insp = FakeInspector([])
+        insp.runtime = RT()
+        doc, _ = _run(data, tmp_path / name, [], shots=[1, 2], rounds=2, insp=insp, **kw)
+        test = Counter(v for p, v in reads.items() if "/test/" in p)
+        other = Counter(v for p, v in reads.items() if "/validation/" in p)
+        runs[name] = (doc, test, other, set(encoded.values()))
+    assert runs["roomy"][1:] == ({1: 7}, {1: 2}, {1})
+    assert runs["maps"][1:] == ({4: 7}, {1: 2}, {1})          # 4 rounds, 4 test passes
+    assert runs["profiles"][1:] == ({4: 7}, {4: 2}, {1})
+    strip = lambda d: [{k: v for k, v in r.items() if k not in ("enroll_s", "infer_ms", "cache")}
+                       for r in d["results"]]
+    assert strip(runs["roomy"][0]) == strip(runs["maps"][0]) == strip(runs["profiles"][0])

@@ -52,6 +52,9 @@ def _targets(text: str):
               help="Folder of support-set JSON files to share across runs (default OUTDIR/support_sets).")
 @click.option("--max-map-memory", default=2.0, show_default=True,
               help="GB of anomaly maps held at once (more = fewer passes over the test set).")
+@click.option("--max-profile-memory", default=3.0, show_default=True,
+              help="GB of enrolled profiles held at once (more = fewer passes over the "
+                   "train/good and validation/good images scored for the line metrics).")
 @click.option("--image-score", default=DEFAULT_IMAGE_SCORE, show_default=True, metavar="top<P>%|max|mean",
               help="Image score(s) from the anomaly map, comma separated, each evaluated as its "
                    "own method (see `careg-edge enroll --help`).")
@@ -61,7 +64,8 @@ def _targets(text: str):
                    "good image not in the support.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(data, category, outdir, shots, rounds, estimator, localisation, augment, model,
-            backend, seed, support_sets, max_map_memory, image_score, target_fpr, quiet):
+            backend, seed, support_sets, max_map_memory, max_profile_memory, image_score,
+            target_fpr, quiet):
     """Evaluate few-shot detection and localisation (image/pixel AUROC, PRO, F1-max,
     FPR and detection rate at the profile's own threshold), mean ± std over rounds,
     and the line metrics: at each --target-fpr, the false-alarm rate on every good
@@ -90,7 +94,8 @@ def command(data, category, outdir, shots, rounds, estimator, localisation, augm
                for e in estimator.split(",") if e.strip() for r in rules]
     doc = evaluate(data, outdir, configs, _ints(shots, "--shots"), rounds, list(category) or None,
                    seed=seed, support_dir=support_sets, progress=not quiet,
-                   max_map_bytes=max_map_memory * 1e9, targets=targets)
+                   max_map_bytes=max_map_memory * 1e9, targets=targets,
+                   max_profile_bytes=max_profile_memory * 1e9)
     doc["command"] = {"model": model, "backend": backend, "estimators": estimator,
                       "localisation": localisation, "augment": augment, "image_score": image_score,
                       "target_fpr": targets}
