@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from careg_edge import _core, postprocess
+from careg_edge import _core, scoring
 from careg_edge.container import write_container
 from careg_edge.errors import BadHeader
 from careg_edge.profile import Profile
@@ -128,13 +128,14 @@ def score_example(build, profile_path, x, theta_inv, tmp_path):
 
 
 def expected_scores(tensors, x, theta_inv, estimator):
+    """Max rule: the map maximum (PaDiM) or PatchCore's Eq. 7 re-weighted maximum
+    (defaults search=global, reweight_k=9: these profiles carry no estimator_params)."""
     if estimator == "padim":
         dist = ref.mahalanobis(x, tensors["mean"], tensors["precision_factor"])
-    else:
-        sq, _ = ref.knn(x.reshape(-1, x.shape[-1]), tensors["bank"], 1)
-        dist = np.sqrt(sq).reshape(x.shape[:2])
-    _, score = ref.anomaly_map(dist.reshape(-1, 6, 5), theta_inv, 24, 20, 1.0)
-    return score
+        _, score = ref.anomaly_map(dist.reshape(-1, 6, 5), theta_inv, 24, 20, 1.0)
+        return score
+    dist, nn = ref.nearest(x.astype(np.float64), tensors["bank"], tensors["bank_pos"], (6, 5), "global", 2)
+    return ref.reweighted(x.astype(np.float64), dist, nn, tensors["bank"], 9)
 
 
 def parse(stdout):
@@ -172,11 +173,11 @@ def test_c_example_refuses_bad_inputs(build, tmp_path):
     np.zeros((1, 30, 8), np.float32).tofile(tmp_path / "x.f32")
     r = run(build["dir"] / "careg_score_example", tmp_path / "bad.careg", tmp_path / "x.f32")
     assert r.returncode == 1 and "checksum mismatch" in r.stderr
-    x = np.zeros((1, 30, 8), np.float32)
-    x[0, 4, 2] = np.nan
+    x = np.zeros((2, 30, 8), np.float32)
+    x[1, 4, 2] = np.nan
     x.tofile(tmp_path / "x.f32")
     r = run(build["dir"] / "careg_score_example", path, tmp_path / "x.f32")
-    assert r.returncode == 0 and "nan" in r.stdout.lower() and "DEFECT" in r.stdout
+    assert r.returncode == 1 and "features[1]: 1 non-finite value(s)" in r.stderr, r.stdout + r.stderr
 
 
 def test_find_package_from_another_project(build, tmp_path):
@@ -246,14 +247,18 @@ def test_c_api_scores_by_the_profile_image_score_rule(build, tmp_path, estimator
     else:
         dist = np.sqrt(ref.knn(x.reshape(-1, D), tensors["bank"], 1)[0]).reshape(3, 30)
     maps, mx = ref.anomaly_map(dist.reshape(-1, 6, 5), theta_inv, 24, 20, 1.0)
-    want = mx if percent is None else top_mean(maps, percent)
+    want = top_mean(maps, percent) if percent is not None else \
+        expected_scores(tensors, x, theta_inv, estimator)
     np.testing.assert_allclose(scores, want, rtol=1e-5)
     assert decisions == ["DEFECT" if s > 3.0 else "OK" for s in scores]
     if percent is not None:  # a rule that is not max really changes the score
         assert np.all(scores < mx)
-        python = postprocess.image_scores(maps, mx, rule)
-        np.testing.assert_allclose(scores, python, rtol=1e-5)
+        np.testing.assert_allclose(scores, ref.image_score(maps, rule), rtol=1e-5)
         assert Profile.load(path).image_score == rule
+        # Python's binding runs the same scorer: same numbers
+        prof = Profile.load(path)
+        sc = scoring.scorer(prof.estimator, prof.tensors, {}, prof.grid, prof.image_size, prof.sigma, rule)
+        np.testing.assert_allclose(_core.score(sc, x, theta_inv)["scores"], scores, rtol=1e-6)
 
 
 @pytest.mark.parametrize("bad", ["top0%", "median", "top101%", "top 20%", "top1e1%", "top20", "TOP20%"])
@@ -281,10 +286,10 @@ def test_enrolled_rule_profile_scores_the_same_in_c_and_inspector(build, tmp_pat
     imgs = [_texture(11), _texture(12)]
     imgs[0][20:30, 20:30] = [250, 20, 20]
     results = insp.inspect_batch(imgs, prof)
-    _, spec, transform = insp._prepared(prof, {})
-    out = insp.runtime.infer(preprocess.normalise([preprocess.resize(i, spec.input_size) for i in imgs],
+    road = insp._prepared(prof, {})
+    out = insp.runtime.infer(preprocess.normalise([preprocess.resize(i, road.spec.input_size) for i in imgs],
                                                   insp.meta))
-    assemble(out, spec, transform, 1).tofile(tmp_path / "x.f32")
+    assemble(out, road.spec, road.transform, 1).tofile(tmp_path / "x.f32")
     r = run(build["dir"] / "careg_score_example", path, tmp_path / "x.f32")
     assert r.returncode == 0, r.stderr
     scores, _ = parse(r.stdout)
@@ -310,3 +315,105 @@ def test_rule_on_large_maps_uses_threads(build, tmp_path):
         maps, _ = ref.anomaly_map(ref.mahalanobis(x, t["mean"], t["precision_factor"]).reshape(4, 6, 5),
                                   None, 256, 256, 4.0)
         np.testing.assert_allclose(parse(r.stdout)[0], top_mean(maps, percent), rtol=1e-5)
+
+
+# ---- the road from C: careg_inspect on raw encoder outputs ----------------------------
+# Parity of the three paths (C example program, Python Inspector, NumPy oracle) over
+# every estimator x image-score rule x localisation mode, on the toy encoder (with a
+# registration shift) and on real MPDD images with the bundled encoder.
+# Tolerance: scores rtol 1e-4 against the float64 oracle, 1e-5 between C and Python
+# (the same C++ code, different thread counts); verdicts identical.
+from tests.test_core_road import (ESTIMATORS, MODES, RULES, _batch, _outputs, real,  # noqa: E402,F401
+                                  toy, toy_profiles, with_rule)
+
+
+def parse_inspect(stdout):
+    rows = [line for line in stdout.splitlines() if line.startswith("image ")]
+    scores = np.array([float(r.split()[3]) for r in rows])
+    verdicts = [r.split("-> ")[1].split()[0] == "DEFECT" for r in rows]
+    diff = [float(line.rsplit("=", 1)[1]) for line in stdout.splitlines() if line.startswith("input check")]
+    return scores, verdicts, diff
+
+
+def c_inspect(build, tmp_path, insp, prof, img, tag=""):
+    """The C example on one image: PPM + encoder outputs written by careg-edge."""
+    from careg_edge import preprocess
+    rgb = preprocess.resize(img, tuple(prof.image_size))
+    x = preprocess.normalise([rgb], insp.meta)
+    ppm, outp, pp = tmp_path / f"i{tag}.ppm", tmp_path / f"o{tag}.careg-out", tmp_path / f"p{tag}.careg"
+    scoring.write_ppm(ppm, rgb)
+    scoring.save_outputs(outp, insp.runtime.infer(x), x)
+    prof.save(pp)
+    r = run(build["dir"] / "careg_inspect_example", pp, ppm, outp, 2)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return parse_inspect(r.stdout), r.stdout
+
+
+def three_paths(build, tmp_path, insp, prof, imgs):
+    py = insp.inspect_batch(imgs, prof)
+    want = ref.road(_outputs(insp, imgs, tuple(prof.image_size)), prof)
+    for i, img in enumerate(imgs):
+        (score, verdict, diff), out = c_inspect(build, tmp_path, insp, prof, img, str(i))
+        assert diff and diff[0] < 1e-5, out          # the C preprocessing == careg-edge's
+        np.testing.assert_allclose(score, [py[i].score], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(score, [want["scores"][i]], rtol=1e-4, atol=1e-6)
+        assert verdict == [py[i].is_defect] == [bool(want["defect"][i])]
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("mode", MODES)
+def test_c_python_oracle_agree_synthetic(build, tmp_path, toy, toy_profiles, estimator, mode):
+    for rule in RULES:
+        three_paths(build, tmp_path, toy, with_rule(toy_profiles[(estimator, mode)], rule), _batch()[:2])
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("mode", MODES)
+def test_c_python_oracle_agree_real_images(build, tmp_path, real, estimator, mode):
+    insp, profs, imgs = real
+    for rule in RULES:
+        three_paths(build, tmp_path, insp, with_rule(profs[(estimator, mode)], rule), imgs[:2])
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_sanitized_inspect_threads_bad_inputs_and_fuzz(build, tmp_path, toy, toy_profiles, estimator):
+    """careg_inspect under ASan/UBSan: 4 threads, every refused input, and the profile
+    fuzzer over an enrolled profile (its JSON feature layout is parsed at load)."""
+    prof = with_rule(toy_profiles[(estimator, "registered")], "top20%")
+    prof.save(tmp_path / "p.careg")
+    x = np.zeros((3, 3, 64, 64), np.float32)
+    scoring.save_outputs(tmp_path / "o.careg-out", toy.runtime.infer(x))
+    r = run(build["dir"] / "careg_core_test", tmp_path / "p.careg", tmp_path / "o.careg-out")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "4 concurrent inspections identical" in r.stdout and "bad inputs refused" in r.stdout
+    assert r.stdout.strip().endswith("OK")
+
+
+def test_c_reports_nan_score_as_defect_with_reason(build, tmp_path, toy, toy_profiles):
+    prof = with_rule(toy_profiles[("padim", "unwarp")], "max")
+    mean = prof.tensors["mean"].copy()
+    mean[7, 1] = np.inf
+    prof.tensors = dict(prof.tensors, mean=mean)
+    prof.threshold = 1e30
+    (score, verdict, _), out = c_inspect(build, tmp_path, toy, prof, _batch()[0])
+    assert not np.isfinite(score[0]) and verdict == [True] and "a defect" in out
+    r = toy.inspect(_batch()[0], prof)
+    assert r.is_defect and ("NaN" in r.reason or "inf" in r.reason)
+
+
+def test_c_names_the_field_of_a_profile_that_does_not_fit(build, tmp_path, toy, toy_profiles):
+    """Outputs of another encoder (wrong channel count) and a profile without its JSON
+    feature layout: one line naming the field, exit 1, no crash."""
+    prof = toy_profiles[("patchcore", "unwarp")]
+    prof.save(tmp_path / "p.careg")
+    rgb = _batch()[0]
+    scoring.write_ppm(tmp_path / "i.ppm", rgb)
+    out = toy.runtime.infer(np.zeros((1, 3, 64, 64), np.float32))
+    out["feat2"] = np.concatenate([out["feat2"], out["feat2"][:, :1]], axis=1)
+    scoring.save_outputs(tmp_path / "o.careg-out", out)
+    r = run(build["dir"] / "careg_inspect_example", tmp_path / "p.careg", tmp_path / "i.ppm", tmp_path / "o.careg-out")
+    assert r.returncode == 1 and "encoder output feat2 has 9 channels, the profile expects 8" in r.stderr, r.stderr
+    path = tmp_path / "bare.careg"
+    write_padim(path)
+    r = run(build["dir"] / "careg_inspect_example", path, tmp_path / "i.ppm", tmp_path / "o.careg-out")
+    assert r.returncode == 1 and "profile JSON lacks 'normalisation'" in r.stderr, r.stderr

@@ -1,10 +1,14 @@
 // Built with -fsanitize=address,undefined by tests/test_core_capi.py:
-//   careg_core_test PROFILE.careg
+//   careg_core_test PROFILE.careg [OUTPUTS.careg-out]
 // 1. the profile loads and scores like a naive recomputation,
 // 2. 4 threads scoring the same profile at once give identical results,
 // 3. thousands of truncated / bit-flipped / length-lying variants are refused
 //    (or, when a mutation is harmless and re-checksummed, load and score) without
-//    a crash or an out-of-bounds read (the sanitizers abort on those).
+//    a crash or an out-of-bounds read (the sanitizers abort on those),
+// 4. with OUTPUTS (raw encoder outputs saved by careg-edge): careg_inspect from 4
+//    threads is identical to one thread, and every bad input (wrong channel count,
+//    batch, sizes, NaN/inf outputs, NULLs, bad options) is refused with a status and
+//    a message naming the field.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -110,6 +114,104 @@ static void fuzz(const std::vector<unsigned char>& good) {
   EXPECT(cases > 3000, "too few fuzz cases");
 }
 
+static std::vector<float> inspect_once(const careg_profile* p, const careg_outputs* o, const careg_options* opt,
+                                       int threads) {
+  careg_result* r = nullptr;
+  careg_status st = careg_inspect(p, o, opt, threads, &r);
+  EXPECT(st == CAREG_OK, "careg_inspect: %s", careg_last_error());
+  if (st != CAREG_OK) return {};
+  size_t h, w, gh, gw;
+  careg_profile_grid(p, &gh, &gw);
+  const float* maps = careg_result_maps(r, &h, &w);
+  std::vector<float> out(careg_result_distances(r), careg_result_distances(r) + o->batch * gh * gw);
+  out.insert(out.end(), maps, maps + o->batch * h * w);
+  for (size_t b = 0; b < o->batch; ++b) {
+    out.push_back(careg_result_score(r, b));
+    out.push_back(float(careg_result_is_defect(r, b)));
+    EXPECT(std::strlen(careg_result_reason(r, b)) > 0, "empty reason");
+  }
+  std::vector<float> small(7 * 5);
+  EXPECT(careg_result_map_resized(r, 0, 7, 5, small.data()) == CAREG_OK, "resize: %s", careg_last_error());
+  EXPECT(careg_result_map_resized(r, o->batch, 7, 5, small.data()) == CAREG_ERR_ARGUMENT, "resize out of range");
+  careg_free(r);
+  return out;
+}
+
+// Expect careg_inspect to refuse `o` with `status` and a message containing `needle`.
+static void refuse(const careg_profile* p, const careg_outputs& o, const careg_options* opt, careg_status status,
+                   const char* needle, const char* what) {
+  careg_result* r = nullptr;
+  careg_status st = careg_inspect(p, &o, opt, 1, &r);
+  EXPECT(st == status && !r, "%s: status %d (want %d)", what, int(st), int(status));
+  EXPECT(std::strstr(careg_last_error(), needle) != nullptr, "%s: message '%s' lacks '%s'", what,
+         careg_last_error(), needle);
+  careg_free(r);
+}
+
+static void inspect_checks(const careg_profile* p, const char* path) {
+  careg_outputs_file* f = nullptr;
+  careg_outputs o;
+  EXPECT(careg_outputs_load(path, &f) == CAREG_OK, "outputs: %s", careg_last_error());
+  if (!f) return;
+  EXPECT(careg_outputs_view(f, &o, nullptr) == CAREG_OK, "view: %s", careg_last_error());
+  std::vector<float> ref = inspect_once(p, &o, nullptr, 1);
+  std::vector<std::vector<float>> got(4);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < 4; ++t) pool.emplace_back([&, t] { got[t] = inspect_once(p, &o, nullptr, 1 + t % 2); });
+  for (auto& th : pool) th.join();
+  for (int t = 0; t < 4; ++t) EXPECT(got[t] == ref, "inspect thread %d differs", t);
+  careg_options opt = careg_default_options();
+  opt.search = 1;
+  opt.radius = 0;
+  inspect_once(p, &o, &opt, 2);
+  opt.threshold = -1.f;
+  std::vector<float> all = inspect_once(p, &o, &opt, 1);
+  EXPECT(!all.empty() && all.back() == 1.f, "threshold override -1 must make a defect");
+  std::printf("inspect: 4 concurrent inspections identical\n");
+
+  careg_outputs bad = o;
+  bad.channels[1] += 1;
+  refuse(p, bad, nullptr, CAREG_ERR_ARGUMENT, "feat2 has", "wrong channel count");
+  bad = o;
+  bad.feat[2] = nullptr;
+  refuse(p, bad, nullptr, CAREG_ERR_ARGUMENT, "feat3", "NULL feat3");
+  bad = o;
+  bad.height[0] = 0;
+  refuse(p, bad, nullptr, CAREG_ERR_ARGUMENT, "feat1", "empty feat1");
+  bad = o;
+  bad.theta_inv = nullptr;
+  refuse(p, bad, nullptr, CAREG_ERR_ARGUMENT, "theta", "NULL theta_inv");
+  size_t n1 = o.batch * o.channels[0] * o.height[0] * o.width[0];
+  std::vector<float> f1(o.feat[0], o.feat[0] + n1), th(o.theta_inv, o.theta_inv + o.batch * 18);
+  f1[n1 / 2] = std::nanf("");
+  bad = o;
+  bad.feat[0] = f1.data();
+  refuse(p, bad, nullptr, CAREG_ERR_ARGUMENT, "non-finite", "NaN in feat1");
+  th[4] = INFINITY;
+  bad = o;
+  bad.theta_inv = th.data();
+  refuse(p, bad, nullptr, CAREG_ERR_ARGUMENT, "theta_inv[0]", "inf in theta_inv");
+  opt = careg_default_options();
+  opt.search = 7;
+  refuse(p, o, &opt, CAREG_ERR_ARGUMENT, "search", "bad search option");
+  opt = careg_default_options();
+  opt.radius = -5;
+  refuse(p, o, &opt, CAREG_ERR_ARGUMENT, "radius", "bad radius option");
+  careg_result* r = nullptr;
+  EXPECT(careg_inspect(p, nullptr, nullptr, 1, &r) == CAREG_ERR_ARGUMENT && !r, "NULL outputs accepted");
+  EXPECT(careg_inspect(nullptr, &o, nullptr, 1, &r) == CAREG_ERR_ARGUMENT && !r, "NULL profile accepted");
+  bad = o;
+  bad.batch = 0;
+  EXPECT(careg_inspect(p, &bad, nullptr, 1, &r) == CAREG_OK && careg_result_batch(r) == 0, "batch 0: %s",
+         careg_last_error());
+  careg_free(r);
+  careg_outputs_file* missing = nullptr;
+  EXPECT(careg_outputs_load("/nonexistent/o.careg-out", &missing) == CAREG_ERR_IO && !missing, "missing outputs");
+  EXPECT(careg_outputs_load(nullptr, &missing) == CAREG_ERR_ARGUMENT, "NULL path accepted");
+  std::printf("inspect: bad inputs refused\n");
+  careg_free(f);
+}
+
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "usage: %s PROFILE.careg\n", argv[0]);
@@ -148,6 +250,7 @@ int main(int argc, char** argv) {
   std::printf("scores:");
   for (size_t b = 0; b < B; ++b) std::printf(" %.6f", ref[ref.size() - B + b]);
   std::printf("\n");
+  if (argc > 2) inspect_checks(p, argv[2]);
   fuzz(good);
   careg_free(p);
   careg_free(nullptr);
