@@ -32,6 +32,7 @@ from careg_edge.container import read_container, write_container
 KIND, VERSION = "careg-tail-prior", 1
 DEFAULT_PATH = Path(__file__).with_name("tail_prior.careg")
 NU0 = 4.0          # prior strength of sigma0, in pseudo-observations
+REAL_WEIGHT = 1.0  # weight of a real category against a synthetic one in every mean
 SHOTS = (1, 2, 4, 8)
 
 
@@ -108,16 +109,20 @@ class TailPrior:
         by_cat: Dict[str, List[int]] = {}
         for i in idx:
             by_cat.setdefault(self.records[i]["category"], []).append(i)
-        bias = float(np.mean([np.mean([self.unseen[i].mean() - self.loo[i].mean() for i in ii])
-                              for ii in by_cat.values()]))
-        sigma0 = math.sqrt(float(np.mean([np.mean([self.unseen[i].var() for i in ii])
-                                          for ii in by_cat.values()])))
-        q = self._solve_q(by_cat, k, bias, sigma0, a)
+        w = np.array([REAL_WEIGHT if self.records[ii[0]].get("kind") == "real" else 1.0
+                      for ii in by_cat.values()])
+        w = w / w.sum()
+        bias = float(w @ [np.mean([self.unseen[i].mean() - self.loo[i].mean() for i in ii])
+                          for ii in by_cat.values()])
+        sigma0 = math.sqrt(float(w @ [np.mean([self.unseen[i].var() for i in ii])
+                                      for ii in by_cat.values()]))
+        q = self._solve_q(by_cat, w, k, bias, sigma0, a)
         return {"bias": bias, "sigma0": sigma0, "nu0": NU0, "q": q, "k_prior": k,
                 "categories": sorted(by_cat), "source": self.source}
 
-    def _solve_q(self, by_cat, k, bias, sigma0, a) -> float:
-        """Bisection on q: mean over categories of the mean per-round FPR equals a."""
+    def _solve_q(self, by_cat, w, k, bias, sigma0, a) -> float:
+        """Bisection on q: the (weighted) mean over categories of the mean per-round
+        false-alarm rate equals a."""
         prep = []
         for ii in by_cat.values():
             rows = []
@@ -130,8 +135,8 @@ class TailPrior:
             prep.append(rows)
 
         def fpr(q):
-            return float(np.mean([np.mean([(u > m + q * s).mean() for m, s, u in rows])
-                                  for rows in prep]))
+            return float(w @ [np.mean([(u > m + q * s).mean() for m, s, u in rows])
+                              for rows in prep])
         lo, hi = -5.0, 20.0
         for _ in range(60):
             mid = 0.5 * (lo + hi)

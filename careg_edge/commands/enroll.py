@@ -65,9 +65,13 @@ def describe(profile, path: Path) -> list:
              f"threshold: {profile.threshold:.6g}"]
     cal = info.get("calibration") or {}
     if cal.get("target_fpr") is not None:
-        lines.append(f"target false-alarm rate: {float(cal['target_fpr']):.1%}"
-                     + (f" (leave-one-out estimate {float(cal['loo_fpr']):.1%})"
-                        if cal.get("loo_fpr") is not None else ""))
+        lines.append(f"target false-alarm rate: {float(cal['target_fpr']):.1%} on unseen good parts")
+    loo, prior = cal.get("loo_scores"), cal.get("prior_params") or {}
+    if loo:
+        cats = prior.get("categories")
+        lines.append(f"threshold from: {len(loo)} leave-one-out scores ({min(loo):.4g}-{max(loo):.4g})"
+                     + (f", tail prior of {len(cats)} other categories" if cats else ", no prior")
+                     + "; re-set it on the line with `careg-edge calibrate` or `run --learn N`")
     rate = cal.get("expected_detection_rate")
     lines.append(f"expected detection rate: {float(rate):.1%} (on synthetic defects)" if rate is not None
                  else "expected detection rate: not estimated (no synthetic-defect calibration stored)")
