@@ -248,6 +248,7 @@ class LiveOptions:
     max_frames: Optional[int] = None
     queue_size: int = 8
     reconnect_s: float = 10.0
+    publish: Optional[object] = None  # careg_edge.publish.Fanout: MQTT, OPC UA, web view
 
 
 @contextmanager
@@ -357,7 +358,10 @@ def _score(frames, inspector, profiles, out, opts, summary, window, learner=None
     for f in frames:
         if f.image is None:
             summary.unreadable += 1
-            _emit(out, unreadable_record(f, summary.source))
+            rec = unreadable_record(f, summary.source)
+            _emit(out, rec)
+            if opts.publish is not None:
+                opts.publish.publish(rec, None, None, summary)
             continue
         good.append(f)
         images.append(prepare(f.image, opts.roi, opts.resize, opts.resize_mode))
@@ -383,6 +387,8 @@ def _score(frames, inspector, profiles, out, opts, summary, window, learner=None
             if opts.save_defects is not None:
                 rec["saved"] = save_defect(opts.save_defects, f, images[i], worst)
         _emit(out, rec)
+        if opts.publish is not None:
+            opts.publish.publish(rec, worst, images[i], summary)
         if window:
             window.show(images[i], worst, rec, summary)
 

@@ -92,8 +92,23 @@ Examples:
                    "and go on inspecting. See docs/recalibration.md.")
 @click.option("--target-fpr", type=float, default=None,
               help="False-alarm rate on good parts that --learn aims at [default: 0.01].")
+@click.option("--mqtt", default=None, metavar="HOST[:PORT]",
+              help="Publish each verdict to this MQTT broker (topic careg/LINE/PRODUCT/verdict, "
+                   "QoS 1, retained; queued while the broker is away). See docs/line-outputs.md.")
+@click.option("--mqtt-queue", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Verdicts held while the broker is unreachable; the oldest go first.")
+@click.option("--opcua", default=None, metavar="[HOST]:PORT",
+              help="Serve the latest verdict, score, counters and health as OPC UA variables "
+                   "(binds to localhost unless HOST is given).")
+@click.option("--web", default=None, metavar="[HOST]:PORT",
+              help="Live view in a browser: latest frames with heatmaps, rates, latency "
+                   "(binds to localhost unless HOST is given).")
+@click.option("--line", default=None, metavar="NAME", help="Line name for --mqtt/--opcua/--web [default: line1].")
+@click.option("--product", default=None, metavar="NAME",
+              help="Product name for --mqtt/--opcua/--web [default: the first profile's file stem].")
 def command(profiles, camera, video, images, stream, model, roi, resize, resize_mode, batch,
-            jsonl, save_defects, show, max_frames, queue_size, reconnect, learn, target_fpr):
+            jsonl, save_defects, show, max_frames, queue_size, reconnect, learn, target_fpr,
+            mqtt, mqtt_queue, opcua, web, line, product):
     """Inspect frames live and print one JSON line per frame.
 
     Each line holds the capture time, source, frame id, score, threshold,
@@ -116,13 +131,17 @@ def command(profiles, camera, video, images, stream, model, roi, resize, resize_
     insp = make_inspector(model)
     check_profiles(loaded, insp)
     out, close = _open_out(jsonl)
-    s.info(f"inspecting {src.label} with {', '.join(loaded)} (Ctrl-C to stop)"
-           + (f"; learning the threshold from the first {learn} frames" if learner else ""))
+    summary = None
     try:
+        opts.publish = line_outputs(mqtt, mqtt_queue, opcua, web, line, product, profiles, s.info)
+        s.info(f"inspecting {src.label} with {', '.join(loaded)} (Ctrl-C to stop)"
+               + (f"; learning the threshold from the first {learn} frames" if learner else ""))
         summary = run_live(src, insp, loaded, out, opts, log=s.info, learner=learner)
     finally:
         if close:
             out.close()
+        if opts.publish is not None:
+            opts.publish.close(summary)
     click.echo(summary.text(), err=True)
     if summary.error is not None:
         raise summary.error
@@ -130,6 +149,18 @@ def command(profiles, camera, video, images, stream, model, roi, resize, resize_
         from ..recalibrate import LearningIncomplete
         raise LearningIncomplete(learner.problem)
     return 0
+
+
+def line_outputs(mqtt, mqtt_queue, opcua, web, line, product, profiles, log):
+    """The publishers that send verdicts to the line (None when none was asked for)."""
+    if not (mqtt or opcua or web):
+        for name, v in (("--line", line), ("--product", product)):
+            if v is not None:
+                raise UserInputError(f"{name}: only used with --mqtt, --opcua or --web")
+        return None
+    from ..publish import open_publishers
+    return open_publishers(mqtt=mqtt, opcua=opcua, web=web, line=line or "line1",
+                           product=product or Path(profiles[0]).stem, mqtt_queue=mqtt_queue, log=log)
 
 
 def make_learner(learn, target_fpr, max_frames, label):
