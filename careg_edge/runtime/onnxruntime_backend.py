@@ -62,6 +62,10 @@ class OnnxRuntime(Runtime):
         # PC with other work responsive.
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
+        # ORT's workers spin-wait after each run by default: on a 2-core line PC they
+        # then steal the cores the scoring core runs on next (measured: the stages
+        # after the encoder took 2x as long, bench/bench_e2e.py).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
