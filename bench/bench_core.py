@@ -1,4 +1,5 @@
-"""One table: the compiled core vs the NumPy reference, torch (CPU), faiss-cpu and OpenCV.
+"""One table: the compiled core vs the NumPy reference, torch (CPU), faiss-cpu and OpenCV,
+plus the whole road after the encoder and the enrollment loops the core took over.
 
     nice .venv/bin/python bench/bench_core.py [--quick]
 
@@ -154,13 +155,60 @@ def map_rows(rng, reps):
     return rows
 
 
+def fit_rows(rng, reps):
+    """Enrollment loops: the core vs the NumPy reference they replaced, single-threaded
+    BLAS as enrollment runs it (pipeline.single_thread_blas). Per fit, not per image."""
+    from threadpoolctl import threadpool_limits
+    rows = []
+    for n in (32, 80):   # K = 4 and K = 8 with augmentation, roughly
+        x = rng.normal(size=(n, P, 100)).astype(np.float32)
+        core = best(lambda: _core.gaussian_factor(x, 0.01), 1)
+        with threadpool_limits(limits=1, user_api="blas"):
+            npy = best(lambda: ref.gaussian_factor(x, 0.01), 1)
+        rows.append((f"fit gaussian N={n} P={P} D=100", core, {"numpy inv+cholesky": npy}, "per fit"))
+    z = rng.normal(size=(8000, 64)).astype(np.float32)
+    core = best(lambda: _core.greedy_coreset(z, 800, 0), reps)
+    with threadpool_limits(limits=1, user_api="blas"):
+        npy = best(lambda: ref.greedy_coreset(z, 800, 0), reps)
+    rows.append(("fit coreset n=8000 m=800 k=64", core, {"numpy sgemv loop": npy},
+                 "per region; regions run on all cores"))
+    return rows
+
+
+def road_rows(rng, reps):
+    """The whole road after the encoder (features + score + map + rule + verdict) for
+    a PatchCore and a PaDiM profile of the bundled encoder's shapes, vs the NumPy oracle."""
+    out = {"feat1": rng.normal(size=(1, 24, 56, 56)), "feat2": rng.normal(size=(1, 40, 28, 28)),
+           "feat3": rng.normal(size=(1, 112, 14, 14))}
+    out = {k: v.astype(np.float32) for k, v in out.items()}
+    eye = np.tile(np.array([[1, 0, 0], [0, 1, 0]], np.float32), (1, 3, 1, 1))
+    out.update(theta=eye.copy(), theta_inv=eye.copy())
+    rows = []
+    ci = np.sort(rng.choice(176, 100, replace=False)).astype(np.int64)
+    L = np.tril(rng.normal(scale=0.05, size=(P, 100, 100)))
+    L[:, range(100), range(100)] = 1.0
+    t = {"mean": rng.normal(size=(P, 100)).astype(np.float32), "precision_factor": ref.pack_factor(L)}
+    lay = _core.Layout([24, 40, 112], [IMG, IMG], 4, "unwarp", False, ci, None)
+    sc = _core.Scorer("padim", [GRID, GRID], [IMG, IMG], 4.0, "top20%", t)
+    core = best(lambda: _core.inspect(lay, sc, out, 1.0, None, 0), reps)
+    rows.append(("road padim top20% B=1", core, {}, "features+score+map+rule"))
+    bank = rng.normal(size=(2500, 176)).astype(np.float32)
+    t = {"bank": bank, "bank_pos": rng.integers(0, 784, 2500).astype(np.int32)}
+    lay = _core.Layout([24, 40, 112], [IMG, IMG], 8, "unwarp", True, np.arange(176), None)
+    sc = _core.Scorer("patchcore", [28, 28], [IMG, IMG], 4.0, "max", t)
+    core = best(lambda: _core.inspect(lay, sc, out, 1.0, None, 0), reps)
+    rows.append(("road patchcore max M=2500 B=1", core, {}, "features+kNN+Eq.7+map"))
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="1 repetition instead of 3")
     args = ap.parse_args()
     reps = 1 if args.quick else 3
     rng = np.random.default_rng(0)
-    rows = mahalanobis_rows(rng, reps) + knn_rows(rng, reps) + map_rows(rng, reps)
+    rows = (mahalanobis_rows(rng, reps) + knn_rows(rng, reps) + map_rows(rng, reps)
+            + road_rows(rng, reps) + fit_rows(rng, reps))
     print(f"careg_edge._core build [{_core.build_flags()}], threads {_core.default_threads()}, "
           f"load avg {os.getloadavg()[0]:.1f}")
     print(f"{'stage (ms per image)':34s} {'core':>8s}  others (ms, ratio other/core)")

@@ -220,3 +220,34 @@ def road(out, profile, search=None, radius=None):
         scores = image_score(maps, rule)
     defect = ~np.isfinite(scores) | (scores > profile.threshold)
     return {"features": x, "dist": dist, "maps": maps, "scores": scores, "defect": defect}
+
+
+# ---- enrollment loops the core runs (careg_edge.estimators) -----------------------
+
+def gaussian_factor(feats, eps):
+    """[N, P, D] -> (mean [P, D], packed L with L L^T = inv(cov + eps I)): NumPy inv +
+    Cholesky of the symmetrised precision, float64."""
+    n, p, d = feats.shape
+    mean = feats.mean(axis=0, dtype=np.float64)
+    xt = np.ascontiguousarray((feats.astype(np.float64) - mean).transpose(1, 0, 2))
+    cov = np.swapaxes(xt, 1, 2) @ xt / max(n - 1, 1) + eps * np.eye(d)
+    prec = np.linalg.inv(cov)
+    L = np.linalg.cholesky(0.5 * (prec + np.swapaxes(prec, 1, 2)))
+    rows, cols = np.tril_indices(d)
+    return mean, L[:, rows, cols]
+
+
+def greedy_coreset(z, m, first):
+    """Greedy k-centre on rows of z (no projection), float32 like the core."""
+    z = np.asarray(z, np.float32)
+    sq = np.einsum("ij,ij->i", z, z)
+    idx = np.empty(m, np.int64)
+    idx[0] = first
+    mind = np.full(len(z), np.inf, np.float32)
+    for t in range(m):
+        d = sq - 2.0 * (z @ z[idx[t]]) + sq[idx[t]]
+        np.minimum(mind, d, out=mind)
+        mind[idx[t]] = 0.0
+        if t + 1 < m:
+            idx[t + 1] = int(np.argmax(mind))
+    return idx, float(np.sqrt(max(float(mind.max()), 0.0)))

@@ -181,3 +181,28 @@ def test_bad_options():
         make_estimator("patchcore", search="fast")
     with pytest.raises(UserInputError, match="eps"):
         make_estimator("padim", eps=0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 9])
+def test_gaussian_factor_in_core_matches_numpy_reference(n):
+    from careg_edge.estimators.padim import gaussian_factor
+    from tests import reference as ref
+    x = _feats(n=n, p=7, d=6, seed=n)
+    mean, fac = gaussian_factor(x, 0.05)
+    rmean, rfac = ref.gaussian_factor(x, 0.05)
+    np.testing.assert_allclose(mean, rmean, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(fac, rfac, rtol=1e-5, atol=1e-6)
+    assert gaussian_factor(x, 0.05, half=True)[1].dtype == np.float16
+    bad = x.copy()
+    bad[0, 3, 2] = np.nan
+    with pytest.raises(Exception, match="position 3 is not positive definite"):
+        gaussian_factor(bad, 0.05)
+
+
+def test_greedy_coreset_in_core_matches_numpy_reference():
+    from tests import reference as ref
+    z = np.random.default_rng(7).normal(size=(700, 64)).astype(np.float32)
+    idx, rad = _core.greedy_coreset(z, 60, 11)
+    ridx, rrad = ref.greedy_coreset(z, 60, 11)
+    np.testing.assert_array_equal(idx, ridx)
+    assert rad == pytest.approx(rrad, rel=1e-5)

@@ -16,6 +16,7 @@
 #include "careg/anomaly_map.h"
 #include "careg/blur.h"
 #include "careg/error.h"
+#include "careg/fit.h"
 #include "careg/info.h"
 #include "careg/knn.h"
 #include "careg/mahalanobis.h"
@@ -373,6 +374,33 @@ py::dict inspect(const careg::Layout& l, const careg::Scorer& s, const py::dict&
   return d;
 }
 
+py::tuple gaussian_factor(const py::array& x, double eps, int threads) {
+  const float* px = f32(x, "features", 3);
+  size_t N = dim(x, 0), P = dim(x, 1), D = dim(x, 2);
+  auto mean = empty<float>({P, D});
+  auto fac = empty<float>({P, careg::packed_size(D)});
+  float *pm = mean.mutable_data(), *pf = fac.mutable_data();
+  {
+    py::gil_scoped_release release;
+    careg::gaussian_factor(px, N, P, D, eps, pm, pf, threads);
+  }
+  return py::make_tuple(mean, fac);
+}
+
+py::tuple greedy_coreset(const py::array& z, size_t m, size_t first) {
+  const float* pz = f32(z, "z", 2);
+  CAREG_CHECK(m >= 1 && m <= dim(z, 0) && first < dim(z, 0),
+              "greedy_coreset: need 1 <= m <= " << dim(z, 0) << " and first < " << dim(z, 0));
+  auto idx = empty<std::int64_t>({m});
+  std::int64_t* pi = idx.mutable_data();
+  float radius;
+  {
+    py::gil_scoped_release release;
+    radius = careg::greedy_coreset(pz, dim(z, 0), dim(z, 1), m, first, pi);
+  }
+  return py::make_tuple(idx, radius);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -402,6 +430,10 @@ PYBIND11_MODULE(_core, m) {
            py::arg("rule"), py::arg("tensors"), py::arg("search") = "global", py::arg("radius") = 2,
            py::arg("reweight_k") = 9)
       .def_property_readonly("dim", [](const careg::Scorer& s) { return s.dim; });
+  m.def("gaussian_factor", &gaussian_factor, py::arg("x"), py::arg("eps"), py::arg("threads") = 0,
+        "x [N,P,D] -> (mean [P,D], packed lower L with L L^T = (cov + eps I)^-1 [P,D(D+1)/2])");
+  m.def("greedy_coreset", &greedy_coreset, py::arg("z"), py::arg("m"), py::arg("first"),
+        "z [n,k] -> (indices [m] of a greedy k-centre coreset starting at `first`, covering radius)");
   m.def("assemble", &assemble, py::arg("layout"), py::arg("outputs"), py::arg("threads") = 0,
         "raw encoder outputs {feat1..3, theta, theta_inv} -> features [B, P, D]");
   m.def("score", &score, py::arg("scorer"), py::arg("features"), py::arg("theta_inv") = py::none(),
