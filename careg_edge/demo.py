@@ -139,10 +139,18 @@ def run_demo(out, insp, estimator: str = "patchcore", force: bool = False,
     items = test_images(root)[:limit]
     log(f"inspecting {len(items)} test images ...")
     rows = _inspect_all(insp, profile, root, items, out)
+    line = None
+    if limit is None:  # the full demo: where the threshold lands on unseen good parts
+        from .demo_line import line_check
+        log("scoring fresh good parts and re-calibrating the threshold on half of them ...")
+        from .imageio import read_image
+        line = line_check(insp, profile, rows, read_image(support[0]).shape[0])
+        profile.save(out / "flange-recalibrated.careg")
     res = DemoResult(out, out / "report.html", Path(prof_path),
                      [f"train/good/{p.name}" for p in support], rows, enroll_s,
                      time.perf_counter() - t0, estimator, _encoder_name(insp),
-                     float(profile.threshold), _auroc(rows), {"profile_info": profile.info})
+                     float(rows[0].threshold) if rows else float(profile.threshold), _auroc(rows),
+                     {"profile_info": profile.info, "line": line})
     write_demo_report(res)
     return res
 
@@ -156,11 +164,13 @@ def _auroc(rows: List[Row]) -> float:
 
 
 def summary_lines(res: DemoResult) -> List[str]:
+    from .demo_line import line_lines
     n_def = sum(r.kind != "good" for r in res.rows)
     caught = sum(r.is_defect for r in res.rows if r.kind != "good")
     alarms = sum(r.is_defect for r in res.rows if r.kind == "good")
     return [f"encoder: {res.encoder}; estimator: {res.estimator}; threshold {res.threshold:.4g}",
             f"defects caught: {caught}/{n_def}; false alarms: {alarms}/{len(res.rows) - n_def}; "
             f"image AUROC {res.auroc:.3f}",
+            *(line_lines(res.extra["line"]) if res.extra.get("line") else []),
             f"enroll {res.enroll_s:.1f} s, total {res.total_s:.1f} s",
             f"report: {res.report.resolve()}"]

@@ -105,3 +105,12 @@ def test_demo_real_inspector(tmp_path):
     assert (n_def, n_good) == (12, 4)
     print(f"demo: {dt:.1f} s, caught {caught}/12, false alarms {alarms}/4, AUROC {auroc:.3f}")
     assert auroc >= 0.8  # the defects are visible; a working pipeline separates them
+    # the line check: fresh good parts measure the threshold, half of them re-set it
+    lines = re.findall(r"(enrollment threshold|re-calibrated on 60 fresh good parts \(\S+\)) "
+                       r"([\d.]+): defects caught (\d+)/12; false alarms (\d+)/4 bundled "
+                       r"\+ (\d+)/60 fresh good parts", r.output)
+    assert len(lines) == 2, r.output
+    assert int(lines[0][2]) == caught and int(lines[0][3]) == alarms
+    from careg_edge import Profile
+    hist = Profile.load(tmp_path / "d" / "flange-recalibrated.careg").threshold_history
+    assert len(hist) == 1 and hist[0]["threshold"] == pytest.approx(float(lines[1][1]), rel=1e-3)
