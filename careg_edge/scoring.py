@@ -79,9 +79,9 @@ def road(profile, overrides: Optional[dict] = None) -> Road:
                  scorer(profile.estimator, profile.tensors, est.params, profile.grid,
                         profile.image_size, profile.sigma, profile.image_score),
                  tuple(profile.tensors.items()))
-    for k in [k for k, v in cache.items()   # stale tensors are not kept alive
-              if len(cache) > 8 or any(profile.tensors.get(n) is not a for n, a in v.arrays)]:
-        del cache[k]
+    for k, v in list(cache.items()):   # stale tensors are not kept alive
+        if len(cache) > 8 or any(profile.tensors.get(n) is not a for n, a in v.arrays):
+            cache.pop(k, None)         # another thread may have dropped it already
     cache[key] = built
     return built
 
