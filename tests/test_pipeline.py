@@ -95,7 +95,10 @@ def test_profile_records_enrollment(insp):
     assert prof.info["support"]["n_views"] == 1 + len(a["ops"])
     assert len(c["loo_scores"]) > 0 and len(c["synthetic_scores"]) > 0
     assert c["threshold"] == prof.threshold and c["model"]["k"] == 1
-    assert c["threshold"] > max(c["loo_scores"])  # K=1: above every held-out view
+    # K=1: the level of the held-out views, the spread and correction of the prior
+    p, x = c["prior_params"], np.log(c["loo_scores"])
+    want = np.exp(x.mean() + p["bias"] + p["q"] * p["sigma0"] * np.sqrt(2.0))
+    assert c["threshold"] == pytest.approx(want, rel=1e-6)  # scores stored to 6 digits
     assert prof.info["encoder"]["encoder_hash"] == prof.encoder_hash
     assert prof.tensors["channel_index"].shape == (10,)
 
