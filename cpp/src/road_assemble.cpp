@@ -67,6 +67,71 @@ void aggregate_plane(const float* in, std::size_t gh, std::size_t gw, float* out
   }
 }
 
+// Bilinear source taps of one output cell through theta (align_corners=False, border):
+// plane offsets of the four corners and the weights.
+struct Tap {
+  std::size_t o00, o01, o10, o11;
+  float wx, wy;
+};
+
+Tap tap_at(const float* t, std::size_t y, std::size_t x, std::size_t gh, std::size_t gw, std::size_t h,
+           std::size_t w) {
+  double px = (2.0 * double(x) + 1.0) / double(gw) - 1.0, py = (2.0 * double(y) + 1.0) / double(gh) - 1.0;
+  double sx = t[0] * px + t[1] * py + t[2], sy = t[3] * px + t[4] * py + t[5];
+  double ix = std::min(double(w - 1), std::max(0.0, ((sx + 1.0) * double(w) - 1.0) / 2.0));
+  double iy = std::min(double(h - 1), std::max(0.0, ((sy + 1.0) * double(h) - 1.0) / 2.0));
+  std::size_t x0 = std::size_t(ix), y0 = std::size_t(iy);
+  std::size_t x1 = std::min(x0 + 1, w - 1), y1 = std::min(y0 + 1, h - 1);
+  return {y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1, float(ix - double(x0)), float(iy - double(y0))};
+}
+
+// Channel selection path, written straight into [P, D] rows: each cell's taps are
+// computed once per stage and used for all its channels (no planes, no transpose).
+void gather_cells(const Layout& L, const Outputs& o, const float* th, std::size_t b,
+                  const std::vector<std::pair<int, std::size_t>>& src, std::size_t p0, std::size_t p1,
+                  float* rows /* [P, D] of image b */) {
+  const std::size_t gh = L.grid_h(), gw = L.grid_w(), D = src.size();
+  for (std::size_t p = p0; p < p1; ++p) {
+    const std::size_t y = p / gw, x = p % gw;
+    float* out = rows + p * D;
+    int k_tap = -1;
+    Tap t{};
+    const float* base = nullptr;
+    std::size_t hw = 0;
+    for (std::size_t j = 0; j < D; ++j) {
+      int k = src[j].first;
+      if (k != k_tap) {
+        t = tap_at(th + (b * 3 + k) * 6, y, x, gh, gw, o.height[k], o.width[k]);
+        hw = o.height[k] * o.width[k];
+        base = o.feat[k] + b * o.channels[k] * hw;
+        k_tap = k;
+      }
+      const float* pl = base + src[j].second * hw;
+      float top = pl[t.o00] + t.wx * (pl[t.o01] - pl[t.o00]);
+      float bot = pl[t.o10] + t.wx * (pl[t.o11] - pl[t.o10]);
+      out[j] = top + t.wy * (bot - top);
+    }
+  }
+}
+
+// 3x3 mean of [P, D] rows on the gh x gw grid, edge cells replicated.
+void aggregate_rows(const float* in, std::size_t gh, std::size_t gw, std::size_t D, std::size_t p0,
+                    std::size_t p1, float* out) {
+  for (std::size_t p = p0; p < p1; ++p) {
+    const std::size_t y = p / gw, x = p % gw;
+    std::size_t ys[3] = {y ? y - 1 : 0, y, std::min(gh - 1, y + 1)};
+    std::size_t xs[3] = {x ? x - 1 : 0, x, std::min(gw - 1, x + 1)};
+    float* o = out + p * D;
+    std::fill(o, o + D, 0.f);
+    for (std::size_t yy : ys)
+      for (std::size_t xx : xs) {
+        const float* r = in + (yy * gw + xx) * D;
+        for (std::size_t d = 0; d < D; ++d) o[d] += r[d];
+      }
+    for (std::size_t d = 0; d < D; ++d) o[d] /= 9.0f;
+  }
+}
+
 }  // namespace
 
 std::size_t Layout::dim() const {
@@ -120,31 +185,40 @@ void assemble(const Layout& L, const Outputs& o, float* features, int threads) {
       if (L.mode == Mode::Unwarp) std::copy(inv, inv + 6, th.data() + (b * 3 + k) * 6);
       else compose(inv, o.theta + (b * 3 + 2) * 6, th.data() + (b * 3 + k) * 6);
     }
-  // Source of each output plane: (stage, channel within stage); projection: per stage.
-  std::vector<float> planes(B * D * P, 0.f);
   if (L.projection.empty()) {
+    // (stage, channel within stage) of each output channel: grouped by stage, in
+    // channel_index order within a stage (all channels when there is no subset).
     std::vector<std::pair<int, std::size_t>> src;
     std::size_t start[3] = {0, L.channels[0], L.channels[0] + L.channels[1]};
-    if (L.channel_index.empty()) {
-      for (int k = 0; k < 3; ++k)
+    for (int k = 0; k < 3; ++k) {
+      if (L.channel_index.empty())
         for (std::size_t c = 0; c < L.channels[k]; ++c) src.emplace_back(k, c);
-    } else {  // grouped by stage, in channel_index order within a stage
-      for (int k = 0; k < 3; ++k)
+      else
         for (std::int64_t ci : L.channel_index)
           if (std::size_t(ci) >= start[k] && std::size_t(ci) < start[k] + L.channels[k])
             src.emplace_back(k, std::size_t(ci) - start[k]);
     }
-    parallel_for(B * D, threads, 8, [&](std::size_t i0, std::size_t i1) {
-      for (std::size_t i = i0; i < i1; ++i) {
-        std::size_t b = i / D, j = i % D;
-        int k = src[j].first;
-        std::size_t hw = o.height[k] * o.width[k];
-        const float* plane = o.feat[k] + (b * o.channels[k] + src[j].second) * hw;
-        sample_plane(plane, o.height[k], o.width[k], th.data() + (b * 3 + k) * 6, gh, gw,
-                     planes.data() + i * P);
+    std::vector<float> raw(L.aggregate ? B * P * D : 0);
+    float* dst = L.aggregate ? raw.data() : features;
+    // ~2 ns per value: below ~1M values a thread start costs more than it saves
+    if (B * P * D < (std::size_t(1) << 20)) threads = 1;
+    parallel_for(B * P, threads, 64, [&](std::size_t i0, std::size_t i1) {
+      for (std::size_t b = i0 / P; b * P < i1; ++b) {
+        std::size_t p0 = std::max(i0, b * P) - b * P, p1 = std::min(i1, (b + 1) * P) - b * P;
+        gather_cells(L, o, th.data(), b, src, p0, p1, dst + b * P * D);
       }
     });
-  } else {
+    if (L.aggregate)
+      parallel_for(B * P, threads, 64, [&](std::size_t i0, std::size_t i1) {
+        for (std::size_t b = i0 / P; b * P < i1; ++b) {
+          std::size_t p0 = std::max(i0, b * P) - b * P, p1 = std::min(i1, (b + 1) * P) - b * P;
+          aggregate_rows(raw.data() + b * P * D, gh, gw, D, p0, p1, features + b * P * D);
+        }
+      });
+    return;
+  }
+  std::vector<float> planes(B * D * P, 0.f);
+  {
     // Project each stage at its own resolution, sample the D planes, sum the stages.
     parallel_for(B * D, threads, 8, [&](std::size_t i0, std::size_t i1) {
       std::vector<float> proj, grid(P);
