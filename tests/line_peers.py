@@ -5,6 +5,7 @@ the tests that need a broker are skipped with the reason.
 """
 from __future__ import annotations
 
+import getpass
 import json
 import shutil
 import socket
@@ -44,7 +45,10 @@ class Mosquitto:
         self.port = free_port()
         self.dir = workdir
         self.conf = workdir / "mosquitto.conf"
+        # `user`: started as root, mosquitto would switch to user "mosquitto", which
+        # cannot write its persistence file into our private temporary folder.
         self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                             f"user {getpass.getuser()}\n"
                              f"persistence true\npersistence_location {workdir}/\n"
                              f"log_dest file {workdir}/mosquitto.log\n")
         self.proc = None

@@ -54,12 +54,13 @@ class MqttPublisher:
         self.dropped = self.sent = 0
         self.connected = threading.Event()
         self._wake, self._stop, self._lock = threading.Event(), threading.Event(), threading.Lock()
-        self._was_down = False
+        self._was_down = self._told = False  # _told: the first connect or failure was logged
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"careg-edge-{line}-{product}")
         c.max_inflight_messages_set(self.window)
         c.reconnect_delay_set(min_delay=backoff[0], max_delay=backoff[1])  # exponential back-off
         c.will_set(self.topics["status"], "offline", qos=1, retain=True)
         c.on_connect, c.on_disconnect = self._on_connect, self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail
         c.on_publish = lambda *a: self._wake.set()  # an ack frees a window slot
         self.client = c
         # connect_async + loop_start: paho's thread keeps retrying, so a broker that is
@@ -108,8 +109,17 @@ class MqttPublisher:
         client.publish(self.topics["status"], "online", qos=1, retain=True)
         if self._was_down:
             self.log(f"mqtt {self.endpoint}: reconnected; {self.pending()} verdicts to send")
+        elif not self._told:
+            self.log(f"mqtt {self.endpoint}: publishing to {self.topics['verdict']}")
+        self._told = True
         self.connected.set()
         self._wake.set()
+
+    def _on_connect_fail(self, client, userdata):
+        if not self._told:
+            self.log(f"mqtt {self.endpoint}: cannot connect; retrying with back-off and "
+                     f"queueing up to {self.bound} verdicts")
+        self._told = self._was_down = True
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
         if self.connected.is_set() and not self._stop.is_set():
