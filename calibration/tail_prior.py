@@ -34,6 +34,7 @@ DEFAULT_PATH = Path(__file__).with_name("tail_prior.careg")
 NU0 = 4.0          # prior strength of sigma0, in pseudo-observations
 REAL_WEIGHT = 1.0  # weight of a real category against a synthetic one in every mean
 SHOTS = (1, 2, 4, 8)
+FALLBACK = {"orthoad": "padim"}
 
 
 class TailPrior:
@@ -74,12 +75,15 @@ class TailPrior:
         (the threshold then falls back to the LOO scores alone)."""
         if not DEFAULT_PATH.exists():
             return None
-        setting = json.dumps({"estimator": estimator, "image_score": image_score}, sort_keys=True)
-        prior = _load_cached(str(DEFAULT_PATH), setting, ",".join(sorted(exclude)))
-        if not prior.records:  # nothing learned for this setting: the patchcore/top20% prior
-            setting = json.dumps({"estimator": "patchcore", "image_score": "top20%"}, sort_keys=True)
+        # nothing recorded for this setting: the nearest one that is (OrthoAD is PaDiM's
+        # Gaussian on other features; anything else falls back to the shipped default)
+        for est, rule in ((estimator, image_score), (FALLBACK.get(estimator, estimator), image_score),
+                          ("patchcore", "top20%")):
+            setting = json.dumps({"estimator": est, "image_score": rule}, sort_keys=True)
             prior = _load_cached(str(DEFAULT_PATH), setting, ",".join(sorted(exclude)))
-        return prior if prior.records else None
+            if prior.records:
+                return prior
+        return None
 
     @staticmethod
     def save(path, records: List[dict], loo: List[np.ndarray], unseen: List[np.ndarray]) -> None:
