@@ -153,3 +153,22 @@ def test_k1_spread_comes_from_the_prior_not_from_views(tmp_path):
     ratio = wide["threshold"] / tight["threshold"]
     level = math.exp(np.log(1 + 1e-1 * np.arange(6)).mean() - np.log(1 + 1e-3 * np.arange(6)).mean())
     assert ratio == pytest.approx(level, rel=1e-9)
+
+
+def test_default_prior_falls_back_to_the_nearest_recorded_setting(tmp_path, monkeypatch):
+    import careg_edge.calibration.tail_prior as tp
+    rng = np.random.default_rng(8)
+    recs, loo, unseen = _world(rng, 2, 2)
+    for r in recs[:4]:
+        r["estimator"] = "padim"
+    path = tmp_path / "tail_prior.careg"
+    TailPrior.save(path, recs, loo, unseen)
+    monkeypatch.setattr(tp, "DEFAULT_PATH", path)
+    tp._load_cached.cache_clear()
+    try:
+        assert len(TailPrior.default("padim", "top20%").records) == 4
+        assert len(TailPrior.default("orthoad", "top20%").records) == 4     # PaDiM's Gaussian
+        assert len(TailPrior.default("patchcore", "top20%").records) == len(recs) - 4
+        assert len(TailPrior.default("padim", "max").records) == len(recs) - 4  # the default's
+    finally:
+        tp._load_cached.cache_clear()
