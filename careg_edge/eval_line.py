@@ -12,16 +12,24 @@ target. Per target:
 * gap_points     100 * (roc_detection - detection): what the calibration costs
 * fpr_ratio      fpr / t (1 = on target)
 
+The re-calibration arm (`recalibration`) is what a user gets after
+`careg-edge calibrate --good` with N production images: per round, N of the unseen
+good images (a seeded draw) set the threshold at each target through
+`threshold_from_good`, and the same figures are measured on the remaining unseen
+goods only, so no image both sets and judges the threshold.
+
 `verdict` checks a summary row against the targets of issue 15 (see docs/evaluation.md).
 """
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import metrics
+from .errors import UserInputError
 
 DEFAULT_TARGETS = (0.01, 0.05)
 # Targets from the issue: mean over >= MIN_ROUNDS rounds; FPR <= 2x target at K >= 2,
@@ -30,6 +38,10 @@ DEFAULT_TARGETS = (0.01, 0.05)
 MIN_ROUNDS = 3
 FLOOR_FROM = 0.05
 GAP_POINTS = 10.0
+DEFAULT_RECALIBRATE = 100
+# last entry of the draw's seed: keeps its stream apart from the support draw's, which
+# uses the same (seed, category, K, round)
+_RECAL_STREAM = 1
 
 
 def default_threshold_for(calibration: dict, target_fpr: float) -> float:
@@ -100,3 +112,58 @@ def verdict(k: int, target: float, fpr: float, gap_points: float, n_rounds: int)
         text += f" (only {n_rounds} round{'s' if n_rounds != 1 else ''}; targets need >= {MIN_ROUNDS})"
     return {"verdict": text, "pass": not problems, "fpr_max": upper, "fpr_min": floor,
             "problems": problems}
+
+
+def default_threshold_from_good(scores, target_fpr: float) -> dict:
+    # as `careg-edge calibrate --good` calls it (not robust: the images are known good)
+    from .calibration.threshold import threshold_from_good
+    return threshold_from_good(scores, target_fpr)
+
+
+def recalibration_draw(n_unseen: int, n: int, seed: int, category: str, k: int,
+                       rnd: int) -> np.ndarray:
+    """Sorted indices (into the round's unseen good images) of the N re-calibration
+    images, a pure function of (seed, category, K, round); every method of a round
+    gets the same draw, so methods compare on the same images."""
+    rng = np.random.default_rng([seed, zlib.crc32(category.encode()), k, rnd, _RECAL_STREAM])
+    return np.sort(rng.choice(n_unseen, size=n, replace=False))
+
+
+def recalibration(unseen_good: np.ndarray, defects: np.ndarray, targets: Sequence[float],
+                  n: int, seed: int, category: str, k: int, rnd: int,
+                  threshold_from_good: Callable = default_threshold_from_good) -> dict:
+    """The re-calibration arm of one round: {"n", "calibration_idx", "n_measured",
+    "rows"}; rows as `line_metrics` (fpr, detection and the ROC on the remaining unseen
+    goods) plus "method" (empirical / lognormal-tail). When N cannot be drawn (more than
+    the unseen goods, or none left to measure on) or `threshold_from_good` refuses
+    (NotEnoughGood), the rows hold NaN and the message."""
+    unseen_good = np.asarray(unseen_good, np.float64)
+    if n >= unseen_good.size:
+        err = (f"--recalibrate {n}: the round has {unseen_good.size} unseen good images; "
+               "re-calibration needs more, so that some remain to measure on")
+        return {"n": n, "calibration_idx": [], "n_measured": 0,
+                "rows": [_nan_row(t, err) for t in sorted(targets)]}
+    idx = recalibration_draw(unseen_good.size, n, seed, category, k, rnd)
+    calib = np.zeros(unseen_good.size, bool)
+    calib[idx] = True
+    rest = unseen_good[~calib]
+    rows = []
+    for t in sorted(targets):
+        try:
+            fit = threshold_from_good(unseen_good[idx], t)
+        except UserInputError as e:  # NotEnoughGood, non-positive scores: data, not a bug
+            rows.append(_nan_row(t, f"{type(e).__name__}: {e}", rest, defects))
+            continue
+        row = line_metrics(rest, defects, {t: (float(fit["threshold"]), None)})[0]
+        row["method"] = fit["method"]
+        rows.append(row)
+    return {"n": n, "calibration_idx": idx.tolist(), "n_measured": int(rest.size), "rows": rows}
+
+
+def _nan_row(t: float, err: str, good: Optional[np.ndarray] = None,
+             defects: Optional[np.ndarray] = None) -> dict:
+    # the ROC needs no threshold: kept when there are goods left to draw it from
+    roc = metrics.detection_at_fpr(defects, good, t) if good is not None and good.size else float("nan")
+    return {"target_fpr": t, "threshold": float("nan"), "fpr": float("nan"), "n_false_alarms": None,
+            "fpr_ratio": float("nan"), "detection": float("nan"), "roc_detection": roc,
+            "gap_points": float("nan"), "method": None, "error": err}

@@ -13,7 +13,8 @@ Paper metrics (image/pixel AUROC, PRO, F1-max) use the test set. Line metrics us
 every good image the profile has not seen (train/good minus the support, test/good,
 validation/good) against the defective test images, at each requested false-alarm
 target, the threshold re-derived from the one enrollment's stored calibration
-(eval_line.py).
+(eval_line.py). The re-calibration arm (`recalibrate` = N) re-sets each threshold from
+N of the unseen goods, as `careg-edge calibrate --good` would, and measures on the rest.
 
 The encoder is the expensive part and does not depend on the support set, so the
 pending profiles of a category are enrolled first (as many as `max_profile_bytes`
@@ -22,7 +23,9 @@ good images are streamed, each image read and encoded once per pass and scored b
 every profile that has not seen it (encoder outputs are memoised by input bytes). Each
 finished (category, estimator, K, round) is cached on disk as a container file; an
 interrupted run resumes where it stopped, and a later run asking for another target
-re-derives it from the cached scores and calibration without enrolling again.
+re-derives it from the cached scores and calibration without enrolling again. The
+re-calibration arm is not cached: it is computed from the stored scores on every run,
+so any N works on any finished output folder.
 """
 from __future__ import annotations
 
@@ -41,8 +44,9 @@ from .errors import FormatError
 # the dataset walker and support sets live in eval_data; these names stay importable here
 from .eval_data import (Category, TestItem, draw_support, find_categories,  # noqa: F401
                         load_category, read_mask, support_sets)
-from .eval_line import (DEFAULT_TARGETS, default_threshold_for, line_metrics,
-                        own_threshold_metrics, thresholds_at)
+from .eval_line import (DEFAULT_RECALIBRATE, DEFAULT_TARGETS, default_threshold_for,
+                        default_threshold_from_good, line_metrics, own_threshold_metrics,
+                        recalibration, thresholds_at)
 
 LOCALISATION = {"feature-unwarp": "unwarp", "registered-frame": "registered"}
 # version 2: rounds carry the unseen-good scores, the calibration and the line metrics
@@ -353,13 +357,16 @@ def evaluate(data: Path, outdir: Path, configs: Sequence[EvalConfig], shots: Seq
              progress: bool = True, max_map_bytes: float = 2e9,
              targets: Sequence[float] = DEFAULT_TARGETS,
              threshold_for: Callable = default_threshold_for,
-             max_profile_bytes: float = 3e9) -> dict:
+             max_profile_bytes: float = 3e9, recalibrate: int = DEFAULT_RECALIBRATE,
+             threshold_from_good: Callable = default_threshold_from_good) -> dict:
     """Run (or resume) the protocol; returns {"results": [...per-round results...], ...}.
 
     targets: false-alarm rates at which the line metrics are measured, each threshold
     re-derived by threshold_for(profile.info["calibration"], target) from one enrollment.
     max_map_bytes / max_profile_bytes: anomaly maps / enrolled profiles held at once
-    (more = fewer passes over the test set / the other good images)."""
+    (more = fewer passes over the test set / the other good images).
+    recalibrate: N good images per round for the re-calibration arm (0: none), drawn
+    from the round's unseen goods; threshold_from_good sets each target's threshold."""
     data, outdir = Path(data), Path(outdir)
     targets = sorted({float(t) for t in targets})
     cats = [load_category(data, c) for c in (categories or find_categories(data))]
@@ -383,12 +390,17 @@ def evaluate(data: Path, outdir: Path, configs: Sequence[EvalConfig], shots: Seq
         got = load_round(j.cache)
         if got is None or got[0].get("support") != j.support:
             raise FormatError(f"{j.cache}: result missing after the run; delete it and run again")
-        res = got[0]
+        res, arrays = got
         res["line"] = [row for row in res["line"] if row["target_fpr"] in targets]
+        if recalibrate:
+            res["recalibration"] = recalibration(
+                arrays["unseen_scores"], arrays["scores"][arrays["labels"] == 1], targets,
+                recalibrate, seed, j.cat, j.k, j.rnd, threshold_from_good)
         res["cache"] = str(j.cache.relative_to(outdir))
         results.append(res)
     return {"data": str(data), "shots": list(shots), "rounds": rounds, "seed": seed,
-            "targets": targets, "support_dir": str(support_dir), "results": results}
+            "targets": targets, "recalibrate": recalibrate, "support_dir": str(support_dir),
+            "results": results}
 
 
 def _cached(job: RoundJob, targets: Sequence[float], threshold_for: Callable) -> bool:

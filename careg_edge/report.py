@@ -53,17 +53,27 @@ def summarise_line(groups: Dict[tuple, List[dict]]) -> Dict[str, dict]:
     "errors": [...], "check": verdict}}}}}: the line metrics averaged over rounds."""
     out: Dict[str, dict] = {}
     for (cat, meth, k), rs in sorted(groups.items()):
-        by_t: Dict[float, List[dict]] = {}
-        for r in rs:
-            for row in r.get("line", []):
-                by_t.setdefault(row["target_fpr"], []).append(dict(row, n_unseen_good=r["n_unseen_good"]))
-        for t, rows in sorted(by_t.items()):
-            cell = {m: _mean_std([row[m] for row in rows]) for m in LINE_METRICS + ["n_unseen_good"]}
-            cell["rounds"] = len(rows)
-            cell["errors"] = sorted({row["error"] for row in rows if row.get("error")})
-            cell["check"] = verdict(k, t, cell["fpr"][0], cell["gap_points"][0], cell["fpr"][2])
-            out.setdefault(cat, {}).setdefault(meth, {}).setdefault(str(k), {})[f"{t:g}"] = cell
+        _line_cells(out, cat, meth, k, [(row, r["n_unseen_good"]) for r in rs
+                                        for row in r.get("line", [])])
+        # the re-calibration arm as its own method: "<method>+recal<N>", measured on the
+        # unseen goods left after the N (its "n_unseen_good" counts those)
+        recal = [r["recalibration"] for r in rs if r.get("recalibration")]
+        if recal:
+            _line_cells(out, cat, f"{meth}+recal{recal[0]['n']}", k,
+                        [(row, a["n_measured"]) for a in recal for row in a["rows"]])
     return out
+
+
+def _line_cells(out: dict, cat: str, meth: str, k: int, rows_n) -> None:
+    by_t: Dict[float, List[dict]] = {}
+    for row, n_good in rows_n:
+        by_t.setdefault(row["target_fpr"], []).append(dict(row, n_unseen_good=n_good))
+    for t, rows in sorted(by_t.items()):
+        cell = {m: _mean_std([row[m] for row in rows]) for m in LINE_METRICS + ["n_unseen_good"]}
+        cell["rounds"] = len(rows)
+        cell["errors"] = sorted({row["error"] for row in rows if row.get("error")})
+        cell["check"] = verdict(k, t, cell["fpr"][0], cell["gap_points"][0], cell["fpr"][2])
+        out.setdefault(cat, {}).setdefault(meth, {}).setdefault(str(k), {})[f"{t:g}"] = cell
 
 
 def _macro_rounds(per_cat_rounds: List[List[dict]], metric: str) -> List[float]:
@@ -126,7 +136,9 @@ def line_table(cat: str, by_m: dict) -> str:
     """Markdown: false alarms on all unseen good images and detection, per target."""
     cols = [LINE_HEADERS[m] for m in LINE_METRICS]
     out = [f"\n**{cat}: line metrics** (all good images not in the support; mean ± std over "
-           "rounds; target: K≥2 FPR ≤ 2× target and, at 5 %, ≥ target/4; K=1 ≤ 4×; gap ≤ 10 pts)\n",
+           "rounds; target: K≥2 FPR ≤ 2× target and, at 5 %, ≥ target/4; K=1 ≤ 4×; gap ≤ 10 pts; "
+           "+recalN: threshold from N unseen goods as `calibrate --good` sets it, measured on "
+           "the other unseen goods)\n",
            "| method | K | target | n | unseen good | " + " | ".join(cols) + " | verdict |",
            "|---|---|---|---|---|" + "---|" * len(cols) + "---|"]
     for meth, by_k in by_m.items():
@@ -270,7 +282,10 @@ def _html(doc: dict, figs: Dict[tuple, List[str]]) -> str:
              "(train/good minus the support, test/good, validation/good), detection on the "
              "defective test images, the ROC's detection at FPR = t (largest TPR with FPR ≤ t) "
              "and the gap between the two in points. Verdict: K ≥ 2 FPR ≤ 2t and, at t ≥ 5 %, "
-             "≥ t/4; K = 1 FPR ≤ 4t; gap ≤ 10 points; over ≥ 3 rounds.</p>"]
+             "≥ t/4; K = 1 FPR ≤ 4t; gap ≤ 10 points; over ≥ 3 rounds. Rows labelled "
+             "<i>method</i>+recalN: the threshold re-set from N unseen good images per round "
+             "(seeded draw) as <code>careg-edge calibrate --good</code> sets it, every figure "
+             "measured on the remaining unseen goods (the column counts those).</p>"]
     parts.append("<h2>Macro average over categories</h2>" + _table({"all": s["macro"]}))
     for cat, by_m in s["per_category"].items():
         parts.append(f"<h2>{html.escape(cat)}</h2>" + _table({cat: by_m}))

@@ -107,6 +107,9 @@ def data(tmp_path):
 def _run(data, out, log, **kw):
     insp = kw.pop("insp", None) or FakeInspector(log)
     kw.setdefault("threshold_for", fake_threshold_for)
+    # the tiny dataset has too few goods for the re-calibration arm (its NaN rows would
+    # not compare equal); its own tests turn it on
+    kw.setdefault("recalibrate", 0)
     doc = ev.evaluate(data, out, [ev.EvalConfig(estimator="fake")], shots=kw.pop("shots", [1, 2]),
                       rounds=kw.pop("rounds", 2), make_inspector=lambda cfg: insp,
                       progress=False, **kw)
@@ -297,6 +300,13 @@ def test_cli_eval_with_fake_inspector(data, tmp_path, monkeypatch, capsys):
               "--augment", "none"])
     assert k1.value.code == 2 and not (tmp_path / "o2").exists()
     assert "drop 1 from --shots or augment" in capsys.readouterr().err
+    # the re-calibration arm's rows (too few unseen goods here for 100: n/a with the reason)
+    assert "| fake+score-top20%+recal100 | 2 | 1 % | 2 | 0 |" in out
+    assert got["recalibrate"] == 100 and got["command"]["recalibrate"] == 100
+    with pytest.raises(SystemExit) as bad_n:
+        main(["eval", "--data", str(data), "-o", str(tmp_path / "o4"), "--recalibrate", "-1"])
+    assert bad_n.value.code == 2 and not (tmp_path / "o4").exists()
+    assert "--recalibrate -1: give a number of good images" in capsys.readouterr().err
 
 
 class FakeInspectorFactory:
@@ -566,3 +576,81 @@ def test_memory_budgets_change_passes_not_results(data, tmp_path, monkeypatch):
     strip = lambda d: [{k: v for k, v in r.items() if k not in ("enroll_s", "infer_ms", "cache")}
                        for r in d["results"]]
     assert strip(runs["roomy"][0]) == strip(runs["maps"][0]) == strip(runs["profiles"][0])
+
+
+# --------------------------------------------------------------------------- re-calibration arm
+@pytest.fixture
+def big_data(tmp_path):
+    # enough good images for threshold_from_good (20 at least) and some left to measure on
+    return _write_dataset(tmp_path / "big", n_train=40)
+
+
+def test_recalibration_draws_n_unseen_goods_and_measures_on_the_rest(big_data, tmp_path):
+    from sklearn.metrics import roc_curve
+    from careg_edge.calibration.threshold import threshold_from_good
+    from careg_edge import report
+    doc, _ = _run(big_data, tmp_path / "out", [], shots=[2], rounds=3, targets=[0.05, 0.2],
+                  recalibrate=25)
+    draws = []
+    for res in doc["results"]:
+        rc = res["recalibration"]
+        arrays = ev.load_round(tmp_path / "out" / res["cache"])[1]
+        unseen = arrays["unseen_scores"]
+        idx = np.array(rc["calibration_idx"])
+        assert rc["n"] == 25 and idx.size == len(set(idx.tolist())) == 25
+        files = np.array(res["unseen_files"])
+        calib = set(files[idx])
+        rest = np.setdiff1d(np.arange(unseen.size), idx)
+        assert rc["n_measured"] == rest.size == res["n_unseen_good"] - 25 == 16
+        assert not calib & set(files[rest])                                   # disjoint
+        assert not {f.split("/")[-1] for f in calib if f.startswith("train/")} & set(res["support"])
+        draws.append(tuple(idx))
+        good, bad = unseen[rest], arrays["scores"][arrays["labels"] == 1]
+        for row in rc["rows"]:
+            want = threshold_from_good(unseen[idx], row["target_fpr"])
+            assert row["error"] is None and row["threshold"] == want["threshold"]
+            assert row["method"] == want["method"]
+            assert row["fpr"] == pytest.approx(np.mean(good > want["threshold"]))
+            assert row["detection"] == pytest.approx(np.mean(bad > want["threshold"]))
+            f, t, _ = roc_curve(np.r_[np.zeros(good.size), np.ones(bad.size)], np.r_[good, bad],
+                                drop_intermediate=False)
+            ref = t[f <= row["target_fpr"] + 1e-12].max()
+            assert row["roc_detection"] == pytest.approx(ref)
+            assert row["gap_points"] == pytest.approx(100 * (ref - row["detection"]))
+    assert len(set(draws)) == 3                                # a different draw per round
+    again, _ = _run(big_data, tmp_path / "out", [], shots=[2], rounds=3, targets=[0.05, 0.2],
+                    recalibrate=25)
+    assert [r["recalibration"] for r in again["results"]] == [r["recalibration"] for r in doc["results"]]
+    s = report.summarise(doc["results"])
+    cell = s["line"]["widget"]["fake+recal25"]["2"]["0.2"]
+    rows = [row for r in doc["results"] for row in r["recalibration"]["rows"] if row["target_fpr"] == 0.2]
+    assert cell["fpr"][0] == pytest.approx(np.mean([row["fpr"] for row in rows])) and cell["rounds"] == 3
+    assert cell["n_unseen_good"][0] == 16
+    assert any(ln.startswith("| fake+recal25 | 2 | 20 % | 3 | 16 |")
+               for ln in report.markdown_tables(s).splitlines())
+
+
+def test_recalibration_with_too_many_or_too_few_images_is_nan_with_the_reason(big_data, tmp_path):
+    from careg_edge import report
+    for n, msg in [(41, "the round has 41 unseen good images"),   # 40 - 2 + 3: none left
+                   (10, "NotEnoughGood: ")]:                        # threshold_from_good needs 20
+        doc, _ = _run(big_data, tmp_path / "out", [], shots=[2], rounds=1, targets=[0.05],
+                      recalibrate=n)
+        row = doc["results"][0]["recalibration"]["rows"][0]
+        assert msg in row["error"] and np.isnan(row["threshold"]) and np.isnan(row["fpr"])
+        cell = report.summarise(doc["results"])["line"]["widget"][f"fake+recal{n}"]["2"]["0.05"]
+        assert cell["check"]["verdict"] == "n/a" and msg in cell["errors"][0]
+    assert "at least 20" in row["error"]
+
+
+def test_new_recalibrate_value_on_a_finished_folder_enrolls_nothing(big_data, tmp_path):
+    log = []
+    doc, _ = _run(big_data, tmp_path / "out", log, shots=[1, 2], rounds=2, recalibrate=0)
+    assert sum(e[0] == "enroll" for e in log) == 4
+    assert all("recalibration" not in r for r in doc["results"])
+    log.clear()
+    doc2, _ = _run(big_data, tmp_path / "out", log, shots=[1, 2], rounds=2, recalibrate=30)
+    assert log == []                                           # no enrollment, no scoring
+    assert all(r["recalibration"]["n"] == 30 and r["recalibration"]["rows"][0]["error"] is None
+               for r in doc2["results"])
+    assert doc2["recalibrate"] == 30

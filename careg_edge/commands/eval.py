@@ -62,10 +62,14 @@ def _targets(text: str):
               help="False-alarm targets for the line metrics, comma separated: each threshold "
                    "is re-derived from the one enrollment's calibration and measured on every "
                    "good image not in the support.")
+@click.option("--recalibrate", default=100, show_default=True, metavar="N",
+              help="Re-calibration arm (0: off): per round, N unseen good images (seeded draw) "
+                   "re-set each threshold as `careg-edge calibrate --good` would; measured on "
+                   "the other unseen goods. Computed from stored scores: no re-enrollment.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(data, category, outdir, shots, rounds, estimator, localisation, augment, model,
             backend, seed, support_sets, max_map_memory, max_profile_memory, image_score,
-            target_fpr, quiet):
+            target_fpr, recalibrate, quiet):
     """Evaluate few-shot detection and localisation (image/pixel AUROC, PRO, F1-max,
     FPR and detection rate at the profile's own threshold), mean ± std over rounds,
     and the line metrics: at each --target-fpr, the false-alarm rate on every good
@@ -81,6 +85,9 @@ def command(data, category, outdir, shots, rounds, estimator, localisation, augm
     if rounds < 1:
         raise UserInputError(f"--rounds {rounds}: must be at least 1")
     targets = _targets(target_fpr)
+    if recalibrate < 0:
+        raise UserInputError(f"--recalibrate {recalibrate}: give a number of good images, "
+                             "or 0 to turn it off")
     if augment == "none" and 1 in _ints(shots, "--shots"):
         # checked before any work: K=1 without augmentation cannot calibrate a threshold
         raise UserInputError("--shots 1 with --augment none: one image and no augmentation leave "
@@ -95,10 +102,10 @@ def command(data, category, outdir, shots, rounds, estimator, localisation, augm
     doc = evaluate(data, outdir, configs, _ints(shots, "--shots"), rounds, list(category) or None,
                    seed=seed, support_dir=support_sets, progress=not quiet,
                    max_map_bytes=max_map_memory * 1e9, targets=targets,
-                   max_profile_bytes=max_profile_memory * 1e9)
+                   max_profile_bytes=max_profile_memory * 1e9, recalibrate=recalibrate)
     doc["command"] = {"model": model, "backend": backend, "estimators": estimator,
                       "localisation": localisation, "augment": augment, "image_score": image_score,
-                      "target_fpr": targets}
+                      "target_fpr": targets, "recalibrate": recalibrate}
     paths = write_report(doc, outdir, data)
     click.echo(markdown_tables(summarise(doc["results"])))
     click.echo(f"wrote {paths['json']} and {paths['html']}")
