@@ -58,6 +58,7 @@ Examples:
   careg-edge run --profile part.careg --video shift2.mp4 --roi 100,40,800,800 --max-frames 500
   careg-edge run --profile a.careg --profile b.careg --images 'batch7/*.png' --batch 8
   careg-edge run --profile part.careg --camera 0 --learn 200 --target-fpr 0.01
+  careg-edge run --profile part.careg --camera 0 --line L3 --mqtt broker:1883 --opcua :4840 --web :8080
 """
 
 
