@@ -62,13 +62,17 @@ class Fanout:
             except Exception as e:  # noqa: BLE001 - a broken output never stops inspection
                 self.log(f"{p.name}: stopped publishing ({type(e).__name__}: {e})")
                 self.publishers.remove(p)
+                self._close(p, None)  # free its port and threads now, not at exit
 
     def close(self, summary) -> None:
         for p in self.publishers:
-            try:
-                p.close(summary)
-            except Exception as e:  # noqa: BLE001
-                self.log(f"{p.name}: error while closing ({type(e).__name__}: {e})")
+            self._close(p, summary)
+
+    def _close(self, p, summary) -> None:
+        try:
+            p.close(summary)
+        except Exception as e:  # noqa: BLE001
+            self.log(f"{p.name}: error while closing ({type(e).__name__}: {e})")
 
 
 def open_publishers(mqtt=None, opcua=None, web=None, line="line1", product="part",
