@@ -152,6 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
 
     def do_POST(self):
+        self.close_connection = True  # its body is never read: it must not be taken for a request
         self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"read-only\n", "text/plain")
 
     do_PUT = do_DELETE = do_PATCH = do_POST
@@ -162,6 +163,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "max-age=60" if cache else "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)

@@ -98,6 +98,13 @@ def test_only_reads_and_short_paths(view):
     assert get(view.port, "/", "HEAD")[2] == b""
     assert get(view.port, "/state", "POST")[0] == 405
     assert get(view.port, "/" + "a" * 300)[0] == 414
+    # A body sent with a refused request is not read as a second request on the same connection.
+    c = http.client.HTTPConnection("127.0.0.1", view.port, timeout=5)
+    c.request("POST", "/state", body=b"GET /webview.py HTTP/1.1\r\nHost: x\r\n\r\n")
+    r = c.getresponse()
+    assert r.status == 405 and r.getheader("Connection") == "close"
+    r.read()
+    c.close()
 
 
 def test_events_stream_pushes_each_new_state(view):

@@ -89,7 +89,10 @@ class MqttPublisher:
         self._wake.set()
         self._sender.join(timeout=2)
         if self.connected.is_set():
-            self.client.publish(self.topics["status"], "offline", qos=1, retain=True).wait_for_publish(2)
+            try:
+                self.client.publish(self.topics["status"], "offline", qos=1, retain=True).wait_for_publish(2)
+            except (RuntimeError, ValueError):
+                pass  # the broker went away meanwhile: the last will says "offline" instead
         self.client.disconnect()
         self.client.loop_stop()
         left = self.pending()
