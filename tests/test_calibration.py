@@ -172,3 +172,19 @@ def test_default_prior_falls_back_to_the_nearest_recorded_setting(tmp_path, monk
         assert len(TailPrior.default("padim", "max").records) == len(recs) - 4  # the default's
     finally:
         tp._load_cached.cache_clear()
+
+
+def test_shipped_prior_covers_every_k_and_leaves_out_any_category():
+    from careg_edge.calibration.tail_prior import DEFAULT_PATH
+    if not DEFAULT_PATH.exists():
+        pytest.skip(f"{DEFAULT_PATH} not shipped in this checkout")
+    for est in ("patchcore", "padim"):
+        full = TailPrior.default(est, "top20%")
+        assert full.records and all(r["estimator"] == est for r in full.records)
+        for cat in ("metal_plate", "magnetic_tile", "juice_bottle"):
+            ex = TailPrior.default(est, "top20%", exclude=[cat])
+            for k in (1, 2, 4, 8):
+                assert cat in full.categories(k) and cat not in ex.categories(k)
+                p1, p5 = ex.params(k, 0.01), ex.params(k, 0.05)
+                assert math.isfinite(p1["q"]) and p1["sigma0"] > 0
+                assert p1["q"] * p1["sigma0"] > p5["q"] * p5["sigma0"]  # 1 % sits above 5 %
