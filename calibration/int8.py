@@ -17,7 +17,7 @@ from typing import Dict, Iterator, List, Optional
 import numpy as np
 
 from ..errors import UserInputError
-from ..runtime.base import EncoderMeta
+from ..encoder_meta import EncoderMeta
 from ..runtime.onnxruntime_backend import INPUT_NAME, META_KEY, read_meta
 
 # The trunk is quantised (convolutions with the activations, residual adds and

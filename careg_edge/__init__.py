@@ -3,9 +3,8 @@
 `import careg_edge` needs numpy, onnxruntime, opencv and the compiled core;
 torch is imported only by training/export code paths.
 """
-__version__ = "0.1.0"
-
-from .errors import CaregError  # noqa: E402
+from .errors import CaregError
+from .version import __version__
 
 __all__ = ["CaregError", "Inspector", "Profile", "__version__"]
 

@@ -3,45 +3,24 @@ as a click command named `command`, is short, and calls one library function.
 Command modules must not import torch at import time (help stays fast).
 
 Global options (--verbose/--quiet, --device, --backend, --threads, --config) are
-parsed here into a `Settings` object that verbs read with `settings()`; a TOML
-config supplies defaults for any option of any verb (see careg_edge/config.py).
+parsed here into a `Settings` object (careg_edge/cli_context.py) that verbs
+read with `settings()`; a TOML config supplies defaults for any option of any
+verb (see careg_edge/config.py).
 """
 from __future__ import annotations
 
-import difflib
 import importlib
-import inspect
 import os
 import sys
-from dataclasses import dataclass
-from typing import Optional
 
 import click
 
-from . import __version__
-from .errors import CaregError, UserInputError
+from .cli_context import BACKENDS, Settings, SuggestChoice, device_type, did_you_mean
+from .errors import CaregError
+from .version import __version__
 
 # verb -> module in careg_edge.commands; a module that does not exist yet is skipped.
 VERBS = ["train", "export", "build-engine", "enroll", "calibrate", "run", "eval", "bench", "info", "demo"]
-DEVICES = ["auto", "cpu", "cuda"]
-BACKENDS = ["auto", "torch", "onnxruntime", "tensorrt"]
-
-
-def did_you_mean(word: str, options) -> str:
-    """' (did you mean 'x'?)' or '' — appended to error messages about names."""
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-class SuggestChoice(click.Choice):
-    """click.Choice whose error names the closest valid choice."""
-
-    def convert(self, value, param, ctx):
-        try:
-            return super().convert(value, param, ctx)
-        except click.BadParameter:
-            self.fail(f"{value!r} is not one of {', '.join(map(repr, self.choices))}"
-                      f"{did_you_mean(value, self.choices)}", param, ctx)
 
 
 def _with_suggestions(cmd: click.Command) -> click.Command:
@@ -54,57 +33,6 @@ def _with_suggestions(cmd: click.Command) -> click.Command:
         head, _, tail = cmd.help.partition("Example")
         cmd.help, cmd.epilog = head.rstrip(), "\b\nExample" + tail.rstrip()
     return cmd
-
-
-def _device_type(value: str) -> str:
-    if value in DEVICES or (value.startswith("cuda:") and value[5:].isdigit()):
-        return value
-    raise click.BadParameter(f"{value!r} is not one of auto, cpu, cuda, cuda:N"
-                             f"{did_you_mean(value, DEVICES)}")
-
-
-@dataclass
-class Settings:
-    """Global options every verb may read."""
-
-    verbose: bool = False
-    quiet: bool = False
-    device: str = "auto"
-    backend: str = "auto"
-    threads: int = 0
-    config: Optional[str] = None
-
-    def info(self, msg: str) -> None:
-        """Human progress/info line on stderr (stdout stays for data); silenced by --quiet."""
-        if not self.quiet:
-            click.echo(msg, err=True)
-
-    def debug(self, msg: str) -> None:
-        if self.verbose:
-            click.echo(f"[debug] {msg}", err=True)
-
-
-def settings() -> Settings:
-    """The global Settings of the running command (defaults outside the CLI)."""
-    ctx = click.get_current_context(silent=True)
-    obj = ctx.find_root().obj if ctx else None
-    return obj if isinstance(obj, Settings) else Settings()
-
-
-def make_inspector(model=None):
-    """The one place the CLI builds an Inspector from the global options."""
-    from . import Inspector
-
-    s = settings()
-    kwargs = {"model": model, "backend": s.backend, "threads": s.threads}
-    accepted = inspect.signature(Inspector).parameters
-    if "device" in accepted:
-        kwargs["device"] = s.device
-    elif s.device not in ("auto", "cpu"):
-        raise UserInputError(f"--device {s.device}: this build's Inspector has no device "
-                             f"selection; use --backend tensorrt for the GPU or --device cpu")
-    s.debug(f"Inspector({kwargs})")
-    return Inspector(**kwargs)
 
 
 class UserError(click.ClickException):
@@ -162,7 +90,7 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="careg-edge")
 @click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug output.")
 @click.option("--quiet", "-q", is_flag=True, help="Only errors and data (JSON lines) are printed.")
-@click.option("--device", default="auto", show_default=True, callback=lambda c, p, v: _device_type(v),
+@click.option("--device", default="auto", show_default=True, callback=lambda c, p, v: device_type(v),
               help="Where the encoder runs: auto, cpu, cuda or cuda:N.")
 @click.option("--backend", type=SuggestChoice(BACKENDS), default="auto", show_default=True,
               help="Encoder runtime; auto picks TensorRT for .engine, ONNX Runtime for .onnx, "

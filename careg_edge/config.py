@@ -22,6 +22,7 @@ from typing import Any, Dict
 
 import click
 
+from .cli_context import BACKENDS, device_type, did_you_mean
 from .errors import UserInputError
 
 GLOBAL_KEYS = ("verbose", "quiet", "device", "backend", "threads")
@@ -53,7 +54,6 @@ def _norm(key: str) -> str:
 
 
 def _unknown(path, where, key, known) -> UserInputError:
-    from .cli import did_you_mean
     return UserInputError(f"--config {path}: unknown key {key!r} in {where}"
                           f"{did_you_mean(_norm(key), known)}; known: {', '.join(sorted(known))}")
 
@@ -115,7 +115,6 @@ def apply_config(ctx: click.Context, settings, path: str) -> None:
 
 
 def _check_global(path, name, value):
-    from .cli import BACKENDS, _device_type, did_you_mean
     if name in ("verbose", "quiet"):
         if not isinstance(value, bool):
             raise UserInputError(f"--config {path}: {name} must be true or false")
@@ -129,7 +128,7 @@ def _check_global(path, name, value):
                              f"{', '.join(BACKENDS)}{did_you_mean(value, BACKENDS)}")
     if name == "device":
         try:
-            return _device_type(str(value))
+            return device_type(str(value))
         except click.BadParameter as e:
             raise UserInputError(f"--config {path}: device {e.message}") from None
     return value

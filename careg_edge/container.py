@@ -50,7 +50,7 @@ def _checksum_span(header: bytes, value: str) -> int:
 def write_container(path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str],
                     kind: str, version: int) -> None:
     """Atomically write `tensors` and string `metadata` as a checksummed container."""
-    from . import __version__
+    from .version import __version__
 
     meta = {str(k): str(v) for k, v in metadata.items()}
     meta.update(format=kind, format_version=str(version), careg_edge_version=__version__,

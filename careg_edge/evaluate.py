@@ -347,7 +347,7 @@ def complete_targets(res: dict, arrays: Dict[str, np.ndarray], targets: Sequence
 
 # --------------------------------------------------------------------------- driver
 def default_inspector(cfg: EvalConfig):
-    from . import Inspector
+    from .pipeline import Inspector
     return Inspector(model=cfg.model, backend=cfg.backend)
 
 

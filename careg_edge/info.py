@@ -34,7 +34,7 @@ def _cuda() -> str:
 
 
 def collect() -> dict:
-    from . import __version__
+    from .version import __version__
     out = {"careg-edge": __version__, "python": platform.python_version(),
            "machine": f"{platform.system()} {platform.machine()}", "cpus": str(os.cpu_count())}
     for name, dist in [("numpy", "numpy"), ("onnxruntime", "onnxruntime"),

@@ -48,7 +48,7 @@ def _body_digest(body: dict) -> str:
 
 def slice_scores(model: str, data: Path) -> List[float]:
     """Enroll SLICE_SUPPORT, score SLICE_TEST with SLICE_SETTINGS; raw image scores."""
-    from . import Inspector
+    from .pipeline import Inspector
     from .imageio import read_image
     insp = Inspector(model=model, backend="onnxruntime", threads=1)
     prof = insp.enroll([read_image(Path(data) / n) for n in SLICE_SUPPORT], **SLICE_SETTINGS)

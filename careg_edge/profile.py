@@ -93,7 +93,7 @@ class Profile:
         history plus the calibration tell every threshold this profile ever had.
         Returns the record. Nothing is written: call save()."""
         value = check_threshold(value, "threshold")
-        from . import __version__  # the package imports this module: not at import time
+        from .version import __version__
         record = {"threshold": value, "previous": float(self.threshold), **provenance,
                   "time": datetime.now(timezone.utc).isoformat(timespec="seconds")
                   .replace("+00:00", "Z"), "careg_edge": __version__}

@@ -25,7 +25,8 @@ from typing import Optional, Tuple
 
 from ..container import atomic_write_bytes
 from ..errors import MissingDependency, UserInputError
-from ..runtime.base import OUTPUT_NAMES, EncoderMeta
+from ..encoder_meta import EncoderMeta
+from ..runtime.base import OUTPUT_NAMES
 from ..runtime.onnxruntime_backend import INPUT_NAME, META_KEY
 
 OPSET = 17
@@ -92,7 +93,7 @@ def to_onnx_bytes(encoder, input_size, opset: int = OPSET) -> bytes:
 
 
 def attach_metadata(model, meta: EncoderMeta, opset: int) -> None:
-    from .. import __version__
+    from ..version import __version__
     props = {
         META_KEY: json.dumps(meta.to_dict(), sort_keys=True),
         "careg_edge.version": __version__,

@@ -11,7 +11,8 @@ from careg_edge.encoder.careg import CARegEncoder
 from careg_edge.encoder.checkpoint import KIND, VERSION, load, save
 from careg_edge.encoder.heads import RegistrationHead
 from careg_edge.errors import CaregError, ChecksumMismatch, FormatError
-from careg_edge.runtime.base import OUTPUT_NAMES, EncoderMeta
+from careg_edge.encoder_meta import EncoderMeta
+from careg_edge.runtime.base import OUTPUT_NAMES
 from careg_edge.runtime.torch_backend import TorchRuntime
 
 

@@ -143,7 +143,7 @@ def test_quiet_silences_info_lines(tmp_path, fake):
 def fake(monkeypatch):
     from test_live import FakeInspector
     insp = FakeInspector()
-    monkeypatch.setattr("careg_edge.cli.make_inspector", lambda model=None: insp)
+    monkeypatch.setattr("careg_edge.cli_context.make_inspector", lambda model=None: insp)
     return insp
 
 

@@ -63,7 +63,7 @@ def test_generator_rejects_unknown_defect():
 
 def test_demo_report_names_every_input_fake_inspector(tmp_path, monkeypatch):
     from test_live import FakeInspector
-    monkeypatch.setattr("careg_edge.cli.make_inspector", lambda model=None: FakeInspector())
+    monkeypatch.setattr("careg_edge.cli_context.make_inspector", lambda model=None: FakeInspector())
     out = tmp_path / "demo"
     r = CliRunner().invoke(cli, ["demo", "--out", str(out)])
     assert r.exit_code == 0, r.output

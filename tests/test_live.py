@@ -79,7 +79,7 @@ class FakeInspector:
 @pytest.fixture
 def fake(monkeypatch):
     insp = FakeInspector()
-    monkeypatch.setattr("careg_edge.cli.make_inspector", lambda model=None: insp)
+    monkeypatch.setattr("careg_edge.cli_context.make_inspector", lambda model=None: insp)
     return insp
 
 
@@ -327,8 +327,9 @@ SIGINT_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
     import careg_edge.cli as c
+    import careg_edge.cli_context as ctx
     from test_live import FakeInspector
-    c.make_inspector = lambda model=None: FakeInspector(delay=0.02)
+    ctx.make_inspector = lambda model=None: FakeInspector(delay=0.02)
     c.main(sys.argv[1:])
 """)
 

@@ -5,7 +5,8 @@ import pytest
 
 from careg_edge import Inspector, Profile
 from careg_edge.errors import EncoderMismatch, UserInputError
-from careg_edge.runtime.base import EncoderMeta, Runtime
+from careg_edge.encoder_meta import EncoderMeta
+from careg_edge.runtime.base import Runtime
 
 
 def _pool(x, s):

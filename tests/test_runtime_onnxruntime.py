@@ -12,7 +12,8 @@ from onnx import TensorProto, helper  # noqa: E402
 
 from careg_edge.errors import UserInputError, WrongKind  # noqa: E402
 from careg_edge.runtime import load_runtime  # noqa: E402
-from careg_edge.runtime.base import OUTPUT_NAMES, EncoderMeta  # noqa: E402
+from careg_edge.encoder_meta import EncoderMeta  # noqa: E402
+from careg_edge.runtime.base import OUTPUT_NAMES  # noqa: E402
 from careg_edge.runtime.onnxruntime_backend import META_KEY, OnnxRuntime, read_meta  # noqa: E402
 
 H = W = 32

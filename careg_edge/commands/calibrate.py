@@ -43,7 +43,7 @@ def command(profile_path, good, target_fpr, value, output, model, backend):
     Without --good or --threshold it only shows that history.
     """
     from .. import Profile
-    from ..cli import settings
+    from ..cli_context import settings
     from ..recalibrate import explicit, history_lines, report_lines
 
     s = settings()
@@ -75,7 +75,7 @@ def _from_good(profile, name, good, target_fpr, model, s):
     """Score the readable --good images with the profile as it is; threshold from them."""
     from ..calibration.images import GoodImages
     from ..calibration.threshold import NotEnoughGood, check_target, needed_images
-    from ..cli import make_inspector
+    from ..cli_context import make_inspector
     from ..recalibrate import from_scores
     from .run import check_profiles
 

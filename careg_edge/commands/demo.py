@@ -29,7 +29,7 @@ def command(out, estimator, augment, model, force):
 
     Needs no network and no data besides what ships in the package.
     """
-    from ..cli import make_inspector, settings
+    from ..cli_context import make_inspector, settings
     from ..demo import run_demo, summary_lines
 
     s = settings()

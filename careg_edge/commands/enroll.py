@@ -118,7 +118,7 @@ def command(support, model, estimator, shots, seed, augment, target_fpr, image_s
     images only. Prints the chosen augmentations, the profile size, the
     threshold and the expected detection rate.
     """
-    from ..cli import make_inspector, settings
+    from ..cli_context import make_inspector, settings
     from ..imageio import list_images
 
     s = settings()

@@ -15,7 +15,7 @@ Examples:
 def command(as_json):
     """Show what is installed (runtimes, GPU, core build flags, threads) and the
     global settings in effect (after --config)."""
-    from ..cli import settings
+    from ..cli_context import settings
     from ..info import collect
 
     s = settings()

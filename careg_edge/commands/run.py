@@ -119,7 +119,7 @@ def command(profiles, camera, video, images, stream, model, roi, resize, resize_
     ends the run with exit code 3. With --learn N the first N frames set the
     threshold (lines marked "learning") and the run exits 2 if it could not.
     """
-    from ..cli import make_inspector, settings
+    from ..cli_context import make_inspector, settings
     from ..live import LiveOptions, open_source, parse_roi, parse_size, run_live
 
     s = settings()

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserInputError
-from ..runtime.base import EncoderMeta
+from ..encoder_meta import EncoderMeta
 from .backbones import create_backbone
 from .stn import STN, STN_MODES, compose, invert
 

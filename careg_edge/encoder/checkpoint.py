@@ -21,7 +21,7 @@ import torch
 
 from ..container import metadata_json, read_container, write_container
 from ..errors import BadHeader, ChecksumMismatch
-from ..runtime.base import EncoderMeta
+from ..encoder_meta import EncoderMeta
 from .careg import CARegEncoder
 
 KIND, VERSION = "careg-checkpoint", 1

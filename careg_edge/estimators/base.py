@@ -11,11 +11,6 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from ..errors import UserInputError
-
-NAMES = ("padim", "orthoad", "patchcore")
-
-
 @dataclass
 class Fitted:
     tensors: Dict[str, np.ndarray]          # what goes into the profile
@@ -44,16 +39,3 @@ class Estimator:
         """State fitted without the rows of `held_out` group (leave-one-out calibration)."""
         keep = groups != held_out
         return self.fit(feats[keep], grid, groups[keep], seed)
-
-
-def make_estimator(name: str, **params) -> Estimator:
-    if name == "padim":
-        from .padim import PaDiM
-        return PaDiM(**params)
-    if name == "orthoad":
-        from .orthoad import OrthoAD
-        return OrthoAD(**params)
-    if name == "patchcore":
-        from .patchcore import PatchCore
-        return PatchCore(**params)
-    raise UserInputError(f"estimator: unknown {name!r}; use one of {', '.join(NAMES)}")

@@ -8,7 +8,7 @@
   path/to/x.onnx            an exported encoder (ONNX Runtime)
   path/to/x.engine          a TensorRT engine with its .engine.json sidecar
 """
-from .base import OUTPUT_NAMES, EncoderMeta, Runtime  # noqa: F401
+from .base import OUTPUT_NAMES, Runtime  # noqa: F401
 
 import sys as _sys
 from pathlib import Path as _Path

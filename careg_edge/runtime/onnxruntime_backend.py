@@ -14,7 +14,8 @@ from typing import Dict, List
 import numpy as np
 
 from ..errors import MissingDependency, UserInputError, WrongKind
-from .base import OUTPUT_NAMES, EncoderMeta, Runtime
+from ..encoder_meta import EncoderMeta
+from .base import OUTPUT_NAMES, Runtime
 
 META_KEY = "careg_edge.encoder_meta"   # JSON of EncoderMeta
 INPUT_NAME = "image"                   # float32 [B, 3, H, W], normalised

@@ -23,7 +23,8 @@ import numpy as np
 
 from ..container import atomic_write_bytes, sha256_file
 from ..errors import EncoderMismatch, FormatError, MissingDependency, UserInputError, VersionMismatch
-from .base import OUTPUT_NAMES, EncoderMeta, Runtime
+from ..encoder_meta import EncoderMeta
+from .base import OUTPUT_NAMES, Runtime
 from .onnxruntime_backend import INPUT_NAME, check_batch
 
 SIDECAR_KIND = "careg-engine-sidecar"
@@ -82,7 +83,7 @@ def current_device(trt=None) -> Dict[str, str]:
 
 def write_sidecar(engine, facts: Dict[str, object]) -> Path:
     """facts: current_device() + onnx_sha256, onnx_file, precision, profile, encoder_meta."""
-    from .. import __version__
+    from ..version import __version__
     doc = dict(facts, format=SIDECAR_KIND, format_version=SIDECAR_VERSION,
                careg_edge_version=__version__, engine_sha256=sha256_file(engine))
     path = sidecar_path(engine)
