@@ -1,9 +1,9 @@
 """anomalib 2.x PaDiM and PatchCore timed on the same images as careg-edge.
 
 anomalib is never a careg-edge dependency: this script installs it into its own
-virtual environment, build/anomalib-venv, with `pip install -c constraints.txt`
-(so torch stays the 2.13.0 CPU wheel on local disk), and runs the timing there in
-a subprocess. No pretrained download is possible here, so the models are built
+virtual environment, build/anomalib-venv, next to torch 2.14.1 + torchvision 0.29.1
+(the pair whose wheels import together here; the project's torch 2.13.0 has no
+matching torchvision), and runs the timing there in a subprocess. No pretrained download is possible here, so the models are built
 with pretrained weights off (speed does not depend on weight values).
 
 The torch models (PadimModel, PatchcoreModel) are driven directly, without the
@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / "build" / "anomalib-venv"
 PY = VENV / "bin" / "python"
 SPEC = "anomalib[core]>=2,<3"
+TORCH = ("torch==2.14.1", "torchvision==0.29.1")
 
 
 def _import_error():
@@ -55,8 +56,8 @@ def ensure_venv(install: bool = True):
     try:
         if not PY.exists():
             subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, capture_output=True)
-        r = subprocess.run([str(PY), "-m", "pip", "install", "-q", "-c", str(REPO / "constraints.txt"),
-                            SPEC], capture_output=True, text=True, timeout=1800)
+        r = subprocess.run([str(PY), "-m", "pip", "install", "-q", *TORCH, SPEC],
+                           capture_output=True, text=True, timeout=1800)
     except (subprocess.SubprocessError, OSError) as e:
         return f"could not create {VENV}: {e}"
     if r.returncode != 0:
