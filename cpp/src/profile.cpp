@@ -12,6 +12,7 @@
 
 #include "careg/crc32.h"
 #include "careg/json.h"
+#include "careg/road.h"
 
 namespace careg {
 namespace {
@@ -114,42 +115,14 @@ std::size_t meta_size(const Json& meta, const char* key, const std::string& wher
   return std::size_t(v);
 }
 
-// digits[.digits]: the only spelling of P both readers accept. Python's float()
-// and strtod() also take blanks, signs, exponents, hex or "inf" -- each with its
-// own quirks -- and the two readers must refuse exactly the same files.
-bool plain_decimal(const std::string& s) {
-  std::size_t i = 0, digits = 0;
-  while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i, ++digits;
-  if (digits == 0) return false;
-  if (i < s.size() && s[i] == '.') {
-    std::size_t frac = 0;
-    for (++i; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) ++frac;
-    if (frac == 0) return false;
-  }
-  return i == s.size();
-}
-
-// Percent P of "top<P>%" in (0, 100], or -1. Read in the classic locale: a host
-// program that set LC_NUMERIC to a comma locale must not change the rule.
-double top_percent_of(const std::string& rule) {
-  if (rule.size() < 5 || rule.compare(0, 3, "top") != 0 || rule.back() != '%') return -1.0;
-  std::string num = rule.substr(3, rule.size() - 4);
-  if (!plain_decimal(num)) return -1.0;
-  std::istringstream in(num);
-  in.imbue(std::locale::classic());
-  double p = -1.0;
-  in >> p;
-  return in && p > 0.0 && p <= 100.0 ? p : -1.0;
-}
-
 // The optional `image_score` key -> (rule, P): absent or "max" -> 0 (older
 // profiles were all scored by the maximum), "mean" -> 100 (the mean of all values).
 std::pair<std::string, double> meta_image_score(const Json& meta, const std::string& where) {
   const Json* v = meta.find("image_score");
   if (!v || v->text == "max") return {"max", 0.0};
-  if (v->text == "mean") return {"mean", 100.0};
-  double p = top_percent_of(v->text);
-  if (p < 0.0)
+  Rule rule = Rule::Max;
+  double p = 0.0;
+  if (!parse_rule(v->text, rule, p))  // the scorer's own reading of the rule
     refuse(FileProblem::Format, where, "metadata 'image_score' is '" + v->text.substr(0, 40) +
                                            "', expected max, mean or top<P>% with 0 < P <= 100; re-enroll");
   return {v->text, p};

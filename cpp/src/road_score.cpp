@@ -45,6 +45,9 @@ float top_mean(const float* map, std::size_t N, std::size_t n, std::vector<float
   return static_cast<float>(sum / double(n));
 }
 
+// digits[.digits]: the only spelling of P both readers (this one and Python's) accept.
+// float() and strtod() also take blanks, signs, exponents, hex or "inf" -- each with
+// its own quirks -- and the two readers must refuse exactly the same files.
 bool plain_decimal(const std::string& s) {
   std::size_t i = 0, digits = 0;
   while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i, ++digits;
