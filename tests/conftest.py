@@ -1,10 +1,15 @@
 """Shared fixtures: real data by path (skipped with a reason when absent)."""
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
+# The development checkout keeps ImageNet weights beside the repository; the
+# package finds them only through its documented search (CAREG_WEIGHTS_DIR, ...).
+if (SHARED / "weights").is_dir():
+    os.environ.setdefault("CAREG_WEIGHTS_DIR", str(SHARED / "weights"))
 
 
 def shared_path(*parts) -> Path:

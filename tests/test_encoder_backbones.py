@@ -183,3 +183,30 @@ def test_real_weights_match_bn_running_statistics(name):
     corr_c = [np.corrcoef(mod.running_mean.double().numpy(), mu.numpy())[0, 1]
               for mod, mu, _ in stats_c]
     assert np.median(corr) > np.median(corr_c) + 0.2, (np.median(corr), np.median(corr_c))
+
+
+# ---------------------------------------------------------------- weights search
+def test_weights_search_order_env_then_user_folder(tmp_path, monkeypatch):
+    env, data = tmp_path / "env", tmp_path / "data"
+    user = data / "careg-edge" / "weights"
+    for folder in (env, user):
+        folder.mkdir(parents=True)
+    monkeypatch.setenv("CAREG_WEIGHTS_DIR", str(env))
+    monkeypatch.setenv("XDG_DATA_HOME", str(data))
+    with pytest.raises(CaregError, match=r"no resnet18-f37072fd\.pth in .*env or .*weights"):
+        default_weights_path("resnet18")
+    (user / "resnet18-f37072fd.pth").write_bytes(b"")
+    assert default_weights_path("resnet18") == user / "resnet18-f37072fd.pth"
+    (env / "resnet18-f37072fd.pth").write_bytes(b"")
+    assert default_weights_path("resnet18") == env / "resnet18-f37072fd.pth"
+    monkeypatch.delenv("CAREG_WEIGHTS_DIR")
+    assert default_weights_path("resnet18") == user / "resnet18-f37072fd.pth"
+
+
+def test_explicit_weights_file_wins_over_the_search(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAREG_WEIGHTS_DIR", str(tmp_path / "nothing-here"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "nor-here"))
+    sd = create_backbone("resnet18", weights=None).state_dict()
+    torch.save(sd, tmp_path / "mine.pth")
+    m = create_backbone("resnet18", weights=tmp_path / "mine.pth")
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in sd.items())

