@@ -41,6 +41,7 @@ import numpy as np
 from . import imageio, metrics
 from .container import read_container, write_container
 from .errors import FormatError
+from .progress import Progress
 # the dataset walker and support sets live in eval_data; these names stay importable here
 from .eval_data import (Category, TestItem, draw_support, find_categories,  # noqa: F401
                         load_category, read_mask, support_sets)
@@ -162,32 +163,6 @@ def memoise_encoder(insp) -> Optional[_MemoRuntime]:
     memo = _MemoRuntime(rt)
     insp.runtime = memo
     return memo
-
-
-# --------------------------------------------------------------------------- progress
-class Progress:
-    """One line on stderr: done/total, rate and ETA (no dependency, quiet when disabled)."""
-
-    def __init__(self, total: int, enabled: bool = True):
-        self.total, self.done, self.enabled, self.t0, self.what = max(total, 1), 0, enabled, time.time(), ""
-        self._last = 0.0
-
-    def step(self, n: int = 1, what: str = "") -> None:
-        import sys
-        self.done += n
-        self.what = what or self.what
-        now = time.time()
-        if not self.enabled or (now - self._last < 0.5 and self.done < self.total):
-            return
-        self._last = now
-        frac = min(self.done / self.total, 1.0)
-        eta = (now - self.t0) * (1 - frac) / frac if frac > 0 else 0.0
-        bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
-        sys.stderr.write(f"\r[{bar}] {100 * frac:5.1f}% {self.done}/{self.total} "
-                         f"{self.what[:40]:<40} ETA {eta / 60:5.1f} min")
-        if self.done >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
 
 
 # --------------------------------------------------------------------------- one round
@@ -380,11 +355,13 @@ def evaluate(data: Path, outdir: Path, configs: Sequence[EvalConfig], shots: Seq
                     plan.append(RoundJob(cat.name, cfg, k, r, sets[f"{k}/{r}"],
                                          cache_path(outdir, cat.name, cfg, k, r)))
     todo = [j for j in plan if not _cached(j, targets, threshold_for)]
-    bar = Progress(sum(_work(c, j) for c in cats for j in todo if j.cat == c.name), progress)
+    bar = Progress(sum(_work(c, j) for c in cats for j in todo if j.cat == c.name), "eval",
+                   progress and bool(todo))
     inspectors: Dict[tuple, object] = {}
-    for cat in cats:
-        _run_category(cat, [j for j in todo if j.cat == cat.name], inspectors, make_inspector,
-                      bar, max_map_bytes, targets, threshold_for, max_profile_bytes)
+    with bar:
+        for cat in cats:
+            _run_category(cat, [j for j in todo if j.cat == cat.name], inspectors, make_inspector,
+                          bar, max_map_bytes, targets, threshold_for, max_profile_bytes)
     results = []
     for j in plan:
         got = load_round(j.cache)
@@ -466,7 +443,7 @@ def _run_category(cat: Category, jobs: List[RoundJob], inspectors, make_inspecto
                 _enroll(insp, memo, j, [imageio.read_image(train_by_name[n]) for n in j.support])
                 held += _profile_bytes(j.profile)
                 group.append(j)
-                bar.step(1, f"{cat.name} enroll {j.cfg.label()} K={j.k} r={j.rnd}")
+                bar.update(1, f"{cat.name} enroll {j.cfg.label()} K={j.k} r={j.rnd}")
             for g in range(0, len(group), group_size):
                 _score_test_set(insp, memo, cat, group[g:g + group_size], bar)
             _score_other_goods(insp, cat, group, bar)
@@ -481,7 +458,7 @@ def _score_test_set(insp, memo, cat: Category, chunk: List[RoundJob], bar) -> No
         image = imageio.read_image(item.path)
         for j in chunk:
             _score(insp, memo, j, image)
-        bar.step(len(chunk), f"{cat.name} inspect")
+        bar.update(len(chunk), f"{cat.name} inspect")
     masks = [read_mask(t, m.shape) for t, m in zip(cat.test, chunk[0].maps)]
     for j in chunk:
         finish_test_metrics(j, cat, masks)
@@ -501,4 +478,4 @@ def _score_other_goods(insp, cat: Category, chunk: List[RoundJob], bar) -> None:
         image = imageio.read_image(path)
         for j in jobs:
             j.unseen[str(path)] = float(insp.inspect(image, j.profile).score)
-        bar.step(len(jobs), f"{cat.name} unseen good")
+        bar.update(len(jobs), f"{cat.name} unseen good")

@@ -275,8 +275,7 @@ def train(cfg: TrainConfig) -> Path:
             rec["val_slope"], rec["val_corr"] = heldout_rotation(enc, held, norm, cfg)
             set_train_mode(enc, head, cfg)
         log.write(rec)
-        bar.update(1)
-        bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{ips:.1f}")
+        bar.update(1, f"loss {rec['loss']:.4f} {ips:.1f} img/s")
         if (step + 1) % max(cfg.save_every, 1) == 0 and step + 1 < total:
             _save(last, enc, head, opt, params, config, step + 1)
     bar.close()
@@ -449,5 +448,5 @@ class _Log:
 
 
 def _bar(total, start, enabled):
-    from tqdm import tqdm
-    return tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True)
+    from .progress import Progress
+    return Progress(total, "train", enabled, initial=start)

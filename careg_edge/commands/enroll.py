@@ -1,7 +1,6 @@
 """`careg-edge enroll`: a few good images of a product -> a profile file (.careg)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -38,14 +37,13 @@ def _enroll(insp, files, estimator, augment, seed, target_fpr, s, image_score):
     paths = [str(f) for f in files]
     if s.quiet:
         return insp.enroll(paths, **kwargs)
-    with click.progressbar(length=100, label="enrolling", file=sys.stderr) as bar:
-        done = [0]
+    from ..progress import Progress
 
+    with Progress(100, "enrolling") as bar:
         def progress(frac, stage=""):
-            step = int(round(float(frac) * 100)) - done[0]
+            step = int(round(float(frac) * 100)) - bar.done
             if step > 0:
-                bar.update(step)
-                done[0] += step
+                bar.update(step, stage)
         return insp.enroll(paths, progress=progress, **kwargs)
 
 
