@@ -75,15 +75,8 @@ def test_images(root: Path = DATA):
 
 
 def _encoder_name(insp) -> str:
-    for attr in ("meta", "encoder_meta"):
-        m = getattr(insp, attr, None)
-        if m is not None and hasattr(m, "backbone"):
-            break
-    else:
-        m = getattr(getattr(insp, "runtime", None), "meta", None)
-    if m is None:
-        return "unknown"
-    kind = "CAReg-trained" if getattr(m, "trained", False) else "ImageNet backbone, identity STNs"
+    m = insp.meta
+    kind = "CAReg-trained" if m.trained else "ImageNet backbone, identity STNs"
     return f"{m.backbone} ({kind}, {m.encoder_hash[:12]})"
 
 

@@ -199,7 +199,7 @@ def make_record(frame: Frame, source: str, results: Dict[str, object], queue_ms:
     worst = results[worst_name]
     lat = {"queue": round(queue_ms, 3)}
     for r in results.values():  # stages summed over profiles (they run one after another)
-        for k, v in (getattr(r, "timings", None) or {}).items():
+        for k, v in r.timings.items():
             lat[k] = round(lat.get(k, 0.0) + float(v), 3)
     lat["total"] = round(total_ms, 3)
     rec = {"ts": iso(frame.ts), "source": source, "frame": frame.id}
@@ -272,7 +272,7 @@ def _graceful_stop(stop: threading.Event):
 
 
 def _inspect(inspector, images: List[np.ndarray], profile) -> list:
-    if len(images) == 1 or not hasattr(inspector, "inspect_batch"):
+    if len(images) == 1:
         return [inspector.inspect(im, profile) for im in images]
     return list(inspector.inspect_batch(images, profile))
 

@@ -15,8 +15,8 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -25,6 +25,8 @@ from click.testing import CliRunner
 
 from careg_edge import live
 from careg_edge.cli import cli
+from careg_edge.decision import Result
+from careg_edge.encoder_meta import EncoderMeta
 from careg_edge.profile import Profile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +37,8 @@ SIZE = 32  # fake encoder input: every frame is compared at 32x32
 class FakeInspector:
     """score = max |grey - mean good grey| (blurred); threshold = 2 x worst good score + 0.03."""
 
-    meta = SimpleNamespace(encoder_hash="f" * 64, backbone="fake", trained=False)
+    meta = EncoderMeta(encoder_hash="f" * 64, backbone="fake", input_size=(SIZE, SIZE),
+                       mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
     def __init__(self, delay=0.0, model=None, **kw):
         self.delay, self.calls = delay, 0
@@ -57,6 +60,9 @@ class FakeInspector:
                        sigma=1.0, encoder_hash=self.meta.encoder_hash,
                        info={"augment": ["none"], "n_support": len(images)})
 
+    def check(self, profile):
+        profile.check_encoder(self.meta.encoder_hash, self.meta.backbone)
+
     def inspect(self, img, profile):
         from careg_edge.imageio import as_rgb8
         self.calls += 1
@@ -68,9 +74,9 @@ class FakeInspector:
         small = cv2.GaussianBlur(np.abs(self._grey(rgb) - mean), (0, 0), 1)
         amap = cv2.resize(small, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
         score = float(small.max())
-        return SimpleNamespace(score=score, anomaly_map=amap, mask=amap > profile.threshold,
-                               is_defect=score > profile.threshold, threshold=profile.threshold,
-                               timings={"encoder": 0.1, "score": (time.perf_counter() - t0) * 1e3})
+        return Result(score=score, anomaly_map=amap, mask=amap > profile.threshold,
+                      is_defect=score > profile.threshold, threshold=profile.threshold,
+                      timings={"encoder": 0.1, "score": (time.perf_counter() - t0) * 1e3})
 
     def inspect_batch(self, images, profile):
         return [self.inspect(i, profile) for i in images]
@@ -261,7 +267,7 @@ def test_images_matching_nothing_says_so(enrolled, tmp_path):
 
 
 def test_profile_of_another_encoder_refused_before_source_opens(enrolled, tmp_path, fake, monkeypatch):
-    monkeypatch.setattr(fake, "meta", SimpleNamespace(encoder_hash="0" * 64, backbone="other"))
+    monkeypatch.setattr(fake, "meta", replace(fake.meta, encoder_hash="0" * 64, backbone="other"))
     opened = []
     monkeypatch.setattr(live.CvSource, "open", lambda self: opened.append(1) or False)
     r = CliRunner().invoke(cli, ["run", "--profile", str(enrolled), "--camera", "0"])

@@ -23,24 +23,10 @@ def load_profiles(paths):
     return profiles
 
 
-def encoder_meta(insp):
-    """The loaded encoder's EncoderMeta, wherever this Inspector keeps it."""
-    for attr in ("meta", "encoder_meta"):
-        m = getattr(insp, attr, None)
-        if m is not None and hasattr(m, "encoder_hash"):
-            return m
-    return insp.runtime.meta
-
-
 def check_profiles(profiles, insp) -> None:
-    """Refuse mismatched profiles before any camera is opened."""
-    check = getattr(insp, "check", None)  # also compares input sizes
-    meta = encoder_meta(insp)
+    """Refuse mismatched profiles (encoder, input size) before any camera is opened."""
     for p in profiles.values():
-        if check is not None:
-            check(p)
-        else:
-            p.check_encoder(meta.encoder_hash, getattr(meta, "backbone", ""))
+        insp.check(p)
 
 
 def _open_out(jsonl):
