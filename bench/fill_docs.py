@@ -1,8 +1,8 @@
 """Fill the <!-- BEGIN:X --> ... <!-- END:X --> regions of the docs from the eval caches in runs/.
 
-Run from the repo root after the runs listed in docs/results.md ("Session 2-3 runs"): `python
+Run from the repo root after the runs listed in docs/results.md ("Runs behind the evaluation tables"): `python
 bench/fill_docs.py`. Re-runnable; a run folder that is missing is skipped. Also writes the
-per-round digests docs/eval/*.json (bench/results_digest.py)."""
+per-round digests docs/archive/eval/*.json (bench/results_digest.py)."""
 import json, subprocess, sys
 from pathlib import Path
 sys.path.insert(0, "bench")
@@ -38,7 +38,7 @@ RUNS = [  # (dir, digest name, description)
 out = []
 for d, name, desc in RUNS:
     if Path(d).is_dir():
-        out.append(f"#### {desc}\n`{d}` → `docs/eval/{name}.json`\n" + tables(d, f"docs/eval/{name}.json"))
+        out.append(f"#### {desc}\n`{d}` → `docs/archive/eval/{name}.json`\n" + tables(d, f"docs/archive/eval/{name}.json"))
 put("docs/results.md", "EVAL_TABLES", "\n".join(out))
 
 LOO = []
@@ -46,8 +46,8 @@ for cat in ("metal_plate", "magnetic_tile"):
     for aug in ("flip", "none"):
         base, new = Path(f"runs/loo_{cat}_{aug}_models"), Path(f"runs/loo_{cat}_{aug}_loo_eff_{cat}")
         if base.is_dir() and new.is_dir():
-            digest(str(new), f"docs/eval/loo_{cat}_{aug}_careg.json")
-            digest(str(base), f"docs/eval/loo_{cat}_{aug}_imagenet_eff.json")
+            digest(str(new), f"docs/archive/eval/loo_{cat}_{aug}_careg.json")
+            digest(str(base), f"docs/archive/eval/loo_{cat}_{aug}_imagenet_eff.json")
             augname = "flipping,large_rotation" if aug == "flip" else "none"
             LOO.append(f"#### {cat} held out, augmentation `{augname}`\n")
             for m in ("image_auroc", "pixel_auroc", "aupro"):
@@ -65,12 +65,12 @@ def pc(run, cat, k, method="patchcore+aug-flipping,large_rotation"):
 BB = [("resnet50v2", "runs/mpdd", "runs/mt_r50", 8.20, 915.6, 8072.0 / 8, 3.9, "no (provided data)"),
       ("efficientnet_lite0", "runs/loo_metal_plate_flip_models", "runs/loo_magnetic_tile_flip_models", 0.66, 161.0, 1170.4 / 8, 2.7, "yes (PyPI)"),
       ("mobilenet_v2", "runs/mpdd_mobilenet_v2", "runs/mt_mobilenet_v2", 0.58, 104.5, 921.8 / 8, 2.3, "yes (PyPI)")]
-lines = ["### Backbones (issue 9, item 4)\n",
+lines = ["### Backbones\n",
          "PatchCore, image score `max`, `flipping,large_rotation`, same support sets; image / pixel "
          "AUROC in %, mean over n rounds. ONNX Runtime CPU FP32 latency from `bench/bench_encoder.py "
-         "--batches 1,8 --budget 3 --no-int8` run side by side under load (`docs/eval/bench_encoder_session2.md`); "
+         "--batches 1,8 --budget 3 --no-int8` run side by side under load (`docs/archive/eval/bench_encoder_onnx_cpu.md`); "
          "profile = PatchCore K=8 with `flipping,large_rotation` (PaDiM d=100: 64.6 MB for every backbone). "
-         "ResNet-50 v2 metal_plate rows are session 1's torch run (`runs/mpdd`, same weights, same sets).\n",
+         "ResNet-50 v2 metal_plate rows are the torch run `runs/mpdd` (same weights, same sets).\n",
          "| backbone | ships? | GFLOPs | ORT ms b=1 | ORT ms/img b=8 | metal_plate K=2 | K=8 | magnetic tile K=2 | K=8 | mean image AUROC | profile MB |",
          "|---|---|---|---|---|---|---|---|---|---|---|"]
 means = {}
@@ -95,14 +95,14 @@ RUNS_TXT = """| run (OUTDIR) | what (abridged: `careg-edge --threads 2 eval --su
 | `runs/loo_metal_plate_flip_models` | metal_plate, `--model runs/models/efficientnet_lite0_224.onnx --estimator patchcore,padim,orthoad --shots 1,2,4,8 --rounds 3`; then `--estimator patchcore --image-score top20% --shots 2,8 --rounds 3` | `c3947e6`, `c54e0d8` | 02:17-02:39, 03:15-03:20 |
 | `runs/loo_magnetic_tile_flip_models` | magnetic tile, same EfficientNet-Lite0 encoder, `--estimator patchcore,padim,orthoad --shots 1,2,4,8 --rounds 2` | `7bb9542` | 03:02-03:50 |
 | `runs/mpdd_mobilenet_v2`, `runs/mt_mobilenet_v2` | `--model runs/models/mobilenet_v2_224.onnx --estimator patchcore --shots 2,8 --rounds 3` (metal_plate) / `--rounds 2` (magnetic tile) | `ecde8ac` | 02:57-03:20 |
-| `runs/mpdd` (session 1) | metal_plate, `--model imagenet:resnet50v2` (torch), PatchCore and PaDiM, 3 rounds | session 1 | — |
-| `runs/loo_magnetic_tile_flip_models`, `..._flip_loo_eff_magnetic_tile` (session 3) | magnetic tile round 3 for both encoders: `--threads 1 --image-score max --estimator patchcore,padim,orthoad --shots 1,2,4,8 --rounds 3`; then `--image-score top20% --shots 8 --rounds 3` (all estimators), `--estimator patchcore --shots 1,2,4` and `--estimator padim,orthoad --shots 2,4` | `8151390`..`9f06ab2` | 04:36-04:52 (round 3, two processes side by side), 05:25-05:46, 05:53-06:02, 06:24-06:37 |
-| `runs/loo_magnetic_tile_none_*` (session 3) | magnetic tile `--augment none --image-score max --shots 2,4,8`, `--rounds 1`, `2`, `3` in turn, both encoders side by side | `ccfd479`..`a31082b` | 04:52-05:25 |
-| `runs/loo_metal_plate_flip_*` (session 3) | metal_plate `--image-score top20% --estimator patchcore,padim,orthoad --shots 1,2,4,8 --rounds 3`, both encoders (niced, beside the runs above) | `8151390`..`16987c4` | 04:36-05:52 |
-| `runs/mp_default_auto`, `runs/mt_default_auto` (session 3) | the shipped defaults: bundled encoder (no `--model`), `--augment auto --image-score top20% --estimator patchcore`, metal_plate K = 1/2/4/8, magnetic tile K = 8, 3 rounds | `16987c4` | 05:48-05:55 |
-| `runs/loo_metal_plate_flip_*` (session 3, to 10 rounds) | `--image-score top20% --estimator patchcore,padim --shots 1,2,4,8 --rounds 10 --max-map-memory 1`, both encoders side by side | `45b2ff0`..`571ea0f` | 06:02-06:18 |
+| `runs/mpdd` | metal_plate, `--model imagenet:resnet50v2` (torch), PatchCore and PaDiM, 3 rounds (`docs/archive/results-superseded.md`) | before `0a51ab5` | — |
+| `runs/loo_magnetic_tile_flip_models`, `..._flip_loo_eff_magnetic_tile` | magnetic tile round 3 for both encoders: `--threads 1 --image-score max --estimator patchcore,padim,orthoad --shots 1,2,4,8 --rounds 3`; then `--image-score top20% --shots 8 --rounds 3` (all estimators), `--estimator patchcore --shots 1,2,4` and `--estimator padim,orthoad --shots 2,4` | `8151390`..`9f06ab2` | 04:36-04:52 (round 3, two processes side by side), 05:25-05:46, 05:53-06:02, 06:24-06:37 |
+| `runs/loo_magnetic_tile_none_*` | magnetic tile `--augment none --image-score max --shots 2,4,8`, `--rounds 1`, `2`, `3` in turn, both encoders side by side | `ccfd479`..`a31082b` | 04:52-05:25 |
+| `runs/loo_metal_plate_flip_*` | metal_plate `--image-score top20% --estimator patchcore,padim,orthoad --shots 1,2,4,8 --rounds 3`, both encoders (niced, beside the runs above) | `8151390`..`16987c4` | 04:36-05:52 |
+| `runs/mp_default_auto`, `runs/mt_default_auto` | the shipped defaults: bundled encoder (no `--model`), `--augment auto --image-score top20% --estimator patchcore`, metal_plate K = 1/2/4/8, magnetic tile K = 8, 3 rounds | `16987c4` | 05:48-05:55 |
+| `runs/loo_metal_plate_flip_*` (to 10 rounds) | `--image-score top20% --estimator patchcore,padim --shots 1,2,4,8 --rounds 10 --max-map-memory 1`, both encoders side by side | `45b2ff0`..`571ea0f` | 06:02-06:18 |
 
-All times UTC; `--threads 1` for the session-3 rows. Not run, for time: ResNet-50 v2 PatchCore on metal_plate beyond session 1's 3 rounds
+All times UTC; `--threads 1` for the rows at `8151390` and later. Not run, for time: ResNet-50 v2 PatchCore on metal_plate beyond `runs/mpdd`'s 3 rounds
 (the same command with `--estimator patchcore --rounds 10` resumes), magnetic tile and juice_bottle
 beyond 2 rounds, OrthoAD/PaDiM on MobileNetV2. Every command above resumes from its cache with a larger
 `--rounds`."""

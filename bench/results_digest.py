@@ -1,7 +1,7 @@
-"""Keep an eval run's per-round numbers in the repo: OUTDIR/cache -> docs/eval/NAME.json
+"""Keep an eval run's per-round numbers in the repo: OUTDIR/cache -> docs/archive/eval/NAME.json
 (metrics, support sets, timings; no maps, no file lists) and its Markdown tables.
 
-    python bench/results_digest.py runs/mpdd_r50 docs/eval/mpdd_r50.json
+    python bench/results_digest.py runs/mpdd_r50 docs/archive/eval/mpdd_r50.json
 
 Works on a run that is still going: only finished rounds are read.
 """
