@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from ..estimators.registry import NAMES as ESTIMATORS
+
 EPILOG = """\b
 Examples:
   careg-edge demo
@@ -15,7 +17,7 @@ Examples:
 @click.command("demo", epilog=EPILOG)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("careg-demo"),
               show_default=True, help="Folder for the profile, overlays and report.html.")
-@click.option("--estimator", type=click.Choice(["padim", "orthoad", "patchcore"]), default="patchcore",
+@click.option("--estimator", type=click.Choice(ESTIMATORS), default="patchcore",
               show_default=True, help="Estimator to enroll with.")
 @click.option("--augment", default="auto", show_default=True, metavar="none|auto|LIST",
               help="Support augmentation (see `careg-edge enroll --help`); auto picks the "

@@ -6,9 +6,8 @@ from pathlib import Path
 import click
 
 from ..errors import UserInputError
+from ..estimators.registry import NAMES as ESTIMATORS
 from ..postprocess import DEFAULT_IMAGE_SCORE
-
-ESTIMATORS = ["padim", "orthoad", "patchcore"]
 
 
 def pick_shots(files, shots, seed):
