@@ -135,7 +135,8 @@ def main(argv=None) -> int:
     outputs (and the image at the input size as PPM) for the C example."""
     import argparse
 
-    from . import Inspector, preprocess
+    from . import preprocess
+    from .pipeline import Inspector
     from .profile import Profile
     ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     ap.add_argument("image")
