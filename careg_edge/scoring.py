@@ -135,8 +135,7 @@ def main(argv=None) -> int:
     outputs (and the image at the input size as PPM) for the C example."""
     import argparse
 
-    from . import preprocess
-    from .pipeline import Inspector
+    from . import Inspector, preprocess
     from .profile import Profile
     ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     ap.add_argument("image")
