@@ -131,11 +131,8 @@ class TailPrior:
         for ii in by_cat.values():
             rows = []
             for i in ii:
-                x = self.loo[i]
-                n = x.size if k >= 2 else 1
-                s2 = float(x.var(ddof=1)) if (k >= 2 and x.size >= 2) else 0.0
-                sig = math.sqrt((NU0 * sigma0 ** 2 + (n - 1) * s2) / (NU0 + n - 1))
-                rows.append((float(x.mean()) + bias, sig * math.sqrt(1 + 1 / n), self.unseen[i]))
+                scale = predictive_scale(self.loo[i], k, NU0, sigma0)[2]
+                rows.append((float(self.loo[i].mean()) + bias, scale, self.unseen[i]))
             prep.append(rows)
 
         def fpr(q):
@@ -146,6 +143,18 @@ class TailPrior:
             mid = 0.5 * (lo + hi)
             lo, hi = (mid, hi) if fpr(mid) > a else (lo, mid)
         return hi
+
+
+def predictive_scale(x: np.ndarray, k: int, nu0: float, sigma0: float, own: bool = False):
+    """(n, s^2, sigma_hat * sqrt(1 + 1/n)) of LOO log-scores x: the spread the tail
+    quantile multiplies. K = 1 counts one observation with no spread of its own (its
+    units are views of one image) unless `own` (no prior: the views are all there is).
+    The threshold (threshold.loo_threshold) and the prior's fit both use it."""
+    mine = k >= 2 or own
+    n = x.size if mine else 1
+    s2 = float(x.var(ddof=1)) if (mine and x.size >= 2) else 0.0
+    sig = math.sqrt((nu0 * sigma0 ** 2 + (n - 1) * s2) / max(nu0 + n - 1, 1e-9))
+    return n, s2, sig * math.sqrt(1 + 1 / n)
 
 
 def _split(values: np.ndarray, rec: np.ndarray, n: int) -> List[np.ndarray]:

@@ -23,6 +23,8 @@ import numpy as np
 
 from careg_edge.errors import UserInputError
 
+from .tail_prior import TailPrior, predictive_scale
+
 # Fewer good images than this give no usable tail fit (the spread estimate of 20
 # log-scores is within ~±30 % of the truth with 90 % probability).
 MIN_GOOD = 20
@@ -190,12 +192,9 @@ def loo_threshold(loo_scores: Sequence[float], k: int, target_fpr: float, prior=
     # Without a prior every held-out unit counts, views of one image included: the
     # plain predictive quantile of what was measured, never below its maximum.
     own = prior is None
-    n = x.size if (k >= 2 or own) else 1
-    s2 = float(x.var(ddof=1)) if ((k >= 2 or own) and x.size >= 2) else 0.0
-    nu0 = p["nu0"]
-    sig = math.sqrt((nu0 * p["sigma0"] ** 2 + (n - 1) * s2) / max(nu0 + n - 1, 1e-9))
-    q = p["q"] if p.get("q") is not None else t_quantile(1 - a, max(nu0 + n - 1, 1.0))
-    log_thr = float(x.mean()) + p["bias"] + q * sig * math.sqrt(1 + 1 / n)
+    n, s2, scale = predictive_scale(x, k, p["nu0"], p["sigma0"], own)
+    q = p["q"] if p.get("q") is not None else t_quantile(1 - a, max(p["nu0"] + n - 1, 1.0))
+    log_thr = float(x.mean()) + p["bias"] + q * scale
     if own:
         log_thr = max(log_thr, float(x.max()))
     model = {"method": "loo-tail", "k": int(k), "n": int(n), "mean_log": float(x.mean()),
@@ -218,7 +217,6 @@ def threshold_for(calibration: Dict, target_fpr: float, prior=None) -> float:
     model = calibration.get("model") or {}
     if model.get("method") == "loo-tail":
         if prior is None and model.get("prior", "none") != "none":
-            from .tail_prior import TailPrior
             prior = TailPrior.from_source(model["prior"])
         x = np.log(np.asarray(calibration["loo_scores"], np.float64))
         return loo_threshold(np.exp(x), model["k"], target_fpr, prior)["threshold"]
