@@ -169,26 +169,26 @@ Container parse_container(const std::uint8_t* data, std::size_t n, const std::st
   return c;
 }
 
-Container read_file(const std::string& path, const char* kind, const char* version) {
+// The whole file in memory: every reader validates it from the bytes, never the stream.
+static std::vector<std::uint8_t> read_bytes(const std::string& path, const char* what) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) refuse(FileProblem::Io, path, "cannot open the file (check the path and permissions)");
+  if (!f) refuse(FileProblem::Io, path, std::string("cannot open the ") + what + " (check the path and permissions)");
   std::streamoff size = f.tellg();
-  if (size < 0) refuse(FileProblem::Io, path, "cannot read the file");
+  if (size < 0) refuse(FileProblem::Io, path, std::string("cannot read the ") + what);
   std::vector<std::uint8_t> raw(static_cast<std::size_t>(size));
   f.seekg(0);
-  if (size > 0 && !f.read(reinterpret_cast<char*>(raw.data()), size)) refuse(FileProblem::Io, path, "cannot read the file");
+  if (size > 0 && !f.read(reinterpret_cast<char*>(raw.data()), size))
+    refuse(FileProblem::Io, path, std::string("cannot read the ") + what);
+  return raw;
+}
+
+Container read_file(const std::string& path, const char* kind, const char* version) {
+  std::vector<std::uint8_t> raw = read_bytes(path, "file");
   return parse_container(raw.data(), raw.size(), path, kind, version);
 }
 
 Profile Profile::load(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) refuse(FileProblem::Io, path, "cannot open the profile (check the path and permissions)");
-  std::streamoff size = f.tellg();
-  if (size < 0) refuse(FileProblem::Io, path, "cannot read the profile");
-  std::vector<std::uint8_t> raw(static_cast<std::size_t>(size));
-  f.seekg(0);
-  if (size > 0 && !f.read(reinterpret_cast<char*>(raw.data()), size))
-    refuse(FileProblem::Io, path, "cannot read the profile");
+  std::vector<std::uint8_t> raw = read_bytes(path, "profile");
   return parse(raw.data(), raw.size(), path);
 }
 
