@@ -50,8 +50,8 @@ def fresh_good_parts(n: int, start: int, size: int) -> List[np.ndarray]:
 
 
 def line_check(insp, profile, rows, size: int) -> LineCheck:
-    """Score fresh good parts, re-calibrate a copy of the threshold on half of them,
-    measure the other half. The profile's own threshold is changed with history."""
+    """Score fresh good parts, re-calibrate the profile's threshold on half of them
+    (`careg-edge calibrate`'s rule, recorded in its history), measure the other half."""
     from .recalibrate import from_scores
     target = float(profile.info.get("calibration", {}).get("target_fpr", 0.01))
     calib = [r.score for r in insp.inspect_batch(fresh_good_parts(N_CALIBRATE, 0, size), profile)]
