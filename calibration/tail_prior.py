@@ -120,13 +120,14 @@ class TailPrior:
                           for ii in by_cat.values()])
         sigma0 = math.sqrt(float(w @ [np.mean([self.unseen[i].var() for i in ii])
                                       for ii in by_cat.values()]))
-        q = self._solve_q(by_cat, w, k, bias, sigma0, a)
+        prep = self._prepare(by_cat, k, bias, sigma0)
+        q = _solve_q(prep, w, a)
         return {"bias": bias, "sigma0": sigma0, "nu0": NU0, "q": q, "k_prior": k,
-                "categories": sorted(by_cat), "source": self.source}
+                "categories": sorted(by_cat), "source": self.source,
+                "fpr_spread": _fpr_spread(prep, q)}
 
-    def _solve_q(self, by_cat, w, k, bias, sigma0, a) -> float:
-        """Bisection on q: the (weighted) mean over categories of the mean per-round
-        false-alarm rate equals a."""
+    def _prepare(self, by_cat, k, bias, sigma0):
+        """Per category, per record: (level, scale, unseen log-scores) of its threshold."""
         prep = []
         for ii in by_cat.values():
             rows = []
@@ -134,15 +135,30 @@ class TailPrior:
                 scale = predictive_scale(self.loo[i], k, NU0, sigma0)[2]
                 rows.append((float(self.loo[i].mean()) + bias, scale, self.unseen[i]))
             prep.append(rows)
+        return prep
 
-        def fpr(q):
-            return float(w @ [np.mean([(u > m + q * s).mean() for m, s, u in rows])
-                              for rows in prep])
-        lo, hi = -5.0, 20.0
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if fpr(mid) > a else (lo, mid)
-        return hi
+
+def _solve_q(prep, w, a) -> float:
+    """Bisection on q: the (weighted) mean over categories of the mean per-round
+    false-alarm rate equals a."""
+    def fpr(q):
+        return float(w @ [np.mean([(u > m + q * s).mean() for m, s, u in rows])
+                          for rows in prep])
+    lo, hi = -5.0, 20.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if fpr(mid) > a else (lo, mid)
+    return hi
+
+
+def _fpr_spread(prep, q) -> Dict[str, float]:
+    """How single enrollments of other categories landed: the median, 90th percentile
+    and largest of their false-alarm rates at the fitted q. The mean matches the target,
+    but it is made of many conservative enrollments and a few bad ones; one line's luck
+    is what `enroll` reports beside it."""
+    rates = np.array([(u > m + q * s).mean() for rows in prep for m, s, u in rows])
+    p50, p90 = np.percentile(rates, [50, 90])
+    return {"p50": float(p50), "p90": float(p90), "max": float(rates.max()), "n": int(rates.size)}
 
 
 def predictive_scale(x: np.ndarray, k: int, nu0: float, sigma0: float, own: bool = False):

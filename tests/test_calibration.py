@@ -188,3 +188,26 @@ def test_shipped_prior_covers_every_k_and_leaves_out_any_category():
                 p1, p5 = ex.params(k, 0.01), ex.params(k, 0.05)
                 assert math.isfinite(p1["q"]) and p1["sigma0"] > 0
                 assert p1["q"] * p1["sigma0"] > p5["q"] * p5["sigma0"]  # 1 % sits above 5 %
+
+
+def test_prior_reports_the_spread_of_single_enrollments(tmp_path):
+    """fpr_spread: median, 90th percentile and worst of each training record's false-alarm rate at the fitted
+    threshold rule, recomputed here from the records with NumPy."""
+    rng = np.random.default_rng(5)
+    recs, loo, unseen = _world(rng, 6, 4)
+    path = tmp_path / "prior.careg"
+    TailPrior.save(path, recs, loo, unseen)
+    prior = TailPrior.load(path)
+    p = prior.params(4, 0.05)
+    rates = []
+    for x, u in zip(prior.loo, prior.unseen):
+        n = x.size
+        s2 = x.var(ddof=1)
+        sig = math.sqrt((p["nu0"] * p["sigma0"] ** 2 + (n - 1) * s2) / (p["nu0"] + n - 1))
+        log_thr = x.mean() + p["bias"] + p["q"] * sig * math.sqrt(1 + 1 / n)
+        rates.append((u > log_thr).mean())
+    got = p["fpr_spread"]
+    want = list(np.percentile(rates, [50, 90])) + [max(rates)]
+    assert [got["p50"], got["p90"], got["max"]] == pytest.approx(want, abs=1e-9)
+    assert got["n"] == len(recs)
+    assert got["p50"] <= np.mean(rates) <= got["max"]

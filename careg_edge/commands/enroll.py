@@ -69,6 +69,12 @@ def describe(profile, path: Path) -> list:
         lines.append(f"threshold from: {len(loo)} leave-one-out scores ({min(loo):.4g}-{max(loo):.4g})"
                      + (f", tail prior of {len(cats)} other categories" if cats else ", no prior")
                      + "; re-set it on the line with `careg-edge calibrate` or `run --learn N`")
+    spread = prior.get("fpr_spread")
+    if spread:
+        lines.append(f"in other categories' K={prior.get('k_prior')} enrollments this rule gave "
+                     f"false alarms of {spread['p50']:.1%} (median), {spread['p90']:.1%} (90th "
+                     f"percentile), {spread['max']:.1%} (worst of {spread['n']}): one enrollment can "
+                     "land far from the target; measure it on the line")
     rate = cal.get("expected_detection_rate")
     lines.append(f"expected detection rate: {float(rate):.1%} (on synthetic defects)" if rate is not None
                  else "expected detection rate: not estimated (no synthetic-defect calibration stored)")
