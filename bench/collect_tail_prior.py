@@ -54,7 +54,7 @@ def real_category(root: Path):
 
 
 def synthetic_category(name: str, n: int, seed: int):
-    from careg_edge.synth_categories import make_category
+    from careg_edge.lab.synth_categories import make_category
     imgs = list(make_category(name, n, 224, seed))
     return f"synthetic:{name}", "synthetic", imgs, imgs
 
@@ -117,7 +117,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.merge:
         return merge(a.merge, a.output)
-    from careg_edge.synth_categories import CATEGORIES
+    from careg_edge.lab.synth_categories import CATEGORIES
     insp = Inspector(threads=a.threads)
     insp.runtime = MemoRuntime(insp.runtime)
     cats = [real_category(p) for p in a.real]

@@ -4,7 +4,7 @@ baseline vs a new encoder / setting, per method and K, Δ paired per round.
     python bench/compare_runs.py --base runs/loo_metal_plate_flip_models \
         --new runs/loo_metal_plate_flip_loo_eff_metal_plate --metrics image_auroc,pixel_auroc
 
-Reads OUTDIR/cache/**.careg-eval through careg_edge.evaluate.load_round, so it also
+Reads OUTDIR/cache/**.careg-eval through careg_edge.lab.round_cache.load_round, so it also
 works on a run that is still going (only finished rounds are used). Prints Markdown.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from careg_edge.evaluate import load_round
+from careg_edge.lab.round_cache import load_round
 
 NAME = re.compile(r"^(?P<method>.+)-[0-9a-f]{12}-K(?P<k>\d+)-r(?P<r>\d+)\.careg-eval$")
 

@@ -7,7 +7,7 @@ import json, subprocess, sys
 from pathlib import Path
 sys.path.insert(0, "bench")
 from compare_runs import rounds, table
-from careg_edge.report import markdown_tables, summarise
+from careg_edge.lab.report import markdown_tables, summarise
 
 def put(path, name, text):
     p = Path(path); s = p.read_text()

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_runs import rounds  # noqa: E402
 
 from careg_edge.container import atomic_write_bytes  # noqa: E402
-from careg_edge.report import markdown_tables, summarise  # noqa: E402
+from careg_edge.lab.report import markdown_tables, summarise  # noqa: E402
 
 KEEP = ("category", "method", "shots", "round", "support", "good_test_source", "image_auroc",
         "pixel_auroc", "aupro", "f1_max", "fpr_at_threshold", "detection_rate_at_threshold",

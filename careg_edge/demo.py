@@ -116,7 +116,7 @@ def run_demo(out, insp, estimator: str = "patchcore", force: bool = False,
     image AUROC on this part from 0.73 (none) to 0.96 and still finishes in about
     25 s on 2 cores.
     """
-    from .report_html import write_demo_report
+    from .demo_report import write_demo_report
 
     out = Path(out)
     t0 = time.perf_counter()
@@ -152,7 +152,7 @@ def _auroc(rows: List[Row]) -> float:
     labels = np.array([r.kind != "good" for r in rows])
     if labels.all() or not labels.any():
         return float("nan")
-    from .metrics import auroc
+    from .lab.metrics import auroc  # the lab's AUROC; lazily: see careg_edge/lab/__init__.py
     return float(auroc(labels, np.array([r.score for r in rows])))
 
 

@@ -8,7 +8,11 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from careg_edge import evaluate as ev
+from careg_edge.lab import protocol
+from careg_edge.lab.datasets import find_categories, load_category, support_sets
+from careg_edge.lab.image_passes import EncoderMemo, memoise_encoder
+from careg_edge.lab.protocol import EvalConfig, evaluate
+from careg_edge.lab.round_cache import load_round
 from careg_edge import imageio
 from careg_edge.errors import UserInputError
 
@@ -110,15 +114,15 @@ def _run(data, out, log, **kw):
     # the tiny dataset has too few goods for the re-calibration arm (its NaN rows would
     # not compare equal); its own tests turn it on
     kw.setdefault("recalibrate", 0)
-    doc = ev.evaluate(data, out, [ev.EvalConfig(estimator="fake")], shots=kw.pop("shots", [1, 2]),
-                      rounds=kw.pop("rounds", 2), make_inspector=lambda cfg: insp,
-                      progress=False, **kw)
+    doc = evaluate(data, out, [EvalConfig(estimator="fake")], shots=kw.pop("shots", [1, 2]),
+                   rounds=kw.pop("rounds", 2), make_inspector=lambda cfg: insp,
+                   progress=False, **kw)
     return doc, insp
 
 
 def test_walker_pairs_masks_and_keeps_jpg(data):
-    assert ev.find_categories(data) == ["widget"]
-    cat = ev.load_category(data, "widget")
+    assert find_categories(data) == ["widget"]
+    cat = load_category(data, "widget")
     assert len(cat.train) == 7 and len(cat.test) == 7
     bad = [t for t in cat.test if t.label]
     assert {t.path.suffix for t in bad} == {".jpg"}
@@ -126,15 +130,15 @@ def test_walker_pairs_masks_and_keeps_jpg(data):
     assert all(t.mask is None for t in cat.test if not t.label)
     (bad[0].mask).unlink()
     with pytest.raises(UserInputError, match="no mask"):
-        ev.load_category(data, "widget")
+        load_category(data, "widget")
     with pytest.raises(UserInputError, match="available: widget"):
-        ev.load_category(data, "nope")
+        load_category(data, "nope")
 
 
 def test_support_sets_seeded_saved_and_reused(data, tmp_path):
-    cat = ev.load_category(data, "widget")
-    a = ev.support_sets(cat, [1, 2, 4], 3, 0, tmp_path / "s1")
-    b = ev.support_sets(cat, [1, 2, 4], 3, 0, tmp_path / "s2")
+    cat = load_category(data, "widget")
+    a = support_sets(cat, [1, 2, 4], 3, 0, tmp_path / "s1")
+    b = support_sets(cat, [1, 2, 4], 3, 0, tmp_path / "s2")
     assert a == b  # a pure function of (seed, category, K, round)
     assert all(len(v) == int(k.split("/")[0]) == len(set(v)) for k, v in a.items())
     assert len({tuple(a[f"4/{r}"]) for r in range(3)}) > 1
@@ -142,9 +146,9 @@ def test_support_sets_seeded_saved_and_reused(data, tmp_path):
     assert saved["sets"] == a
     saved["sets"]["1/0"] = ["006.png"]  # an edited file is what every later run uses
     (tmp_path / "s1" / "widget.json").write_text(json.dumps(saved))
-    assert ev.support_sets(cat, [1], 1, 0, tmp_path / "s1")["1/0"] == ["006.png"]
+    assert support_sets(cat, [1], 1, 0, tmp_path / "s1")["1/0"] == ["006.png"]
     with pytest.raises(UserInputError, match="only 7"):
-        ev.support_sets(cat, [8], 1, 0, tmp_path / "s3")
+        support_sets(cat, [8], 1, 0, tmp_path / "s3")
 
 
 def test_fairness_support_disjoint_and_no_test_read_before_scoring(data, tmp_path, monkeypatch):
@@ -162,7 +166,7 @@ def test_fairness_support_disjoint_and_no_test_read_before_scoring(data, tmp_pat
     first_inspect = next(i for i, e in enumerate(log) if e[0] == "inspect")
     assert last_enroll < first_test < first_inspect
     assert all("/train/good/" in e[1] for e in log[:first_test] if e[0] == "read")
-    train = {p.name: real(p) for p in ev.load_category(data, "widget").train}
+    train = {p.name: real(p) for p in load_category(data, "widget").train}
     for res, images in zip(doc["results"], insp.enrolled):
         assert not set(res["support"]) & {f.split("/")[-1] for f in res["test_files"]}
         # enroll received exactly the support images, nothing else
@@ -174,8 +178,8 @@ def test_scores_are_raw_and_metrics_match_sklearn(data, tmp_path):
     log = []
     doc, insp = _run(data, tmp_path / "out", log, shots=[2], rounds=1)
     res = doc["results"][0]
-    arrays = ev.load_round(tmp_path / "out" / res["cache"])[1]
-    cat = ev.load_category(data, "widget")
+    arrays = load_round(tmp_path / "out" / res["cache"])[1]
+    cat = load_category(data, "widget")
     prof = insp.enroll([imageio.read_image(data / "widget/train/good" / n) for n in res["support"]],
                        "fake", "auto", 0, image_score="max")
     want = [insp.inspect(imageio.read_image(t.path), prof).score for t in cat.test]
@@ -225,7 +229,7 @@ def test_memo_runtime_encodes_each_image_once():
         runtime = RT()
 
     insp = I()
-    memo = ev.memoise_encoder(insp)
+    memo = memoise_encoder(insp)
     x = np.ones((1, 3, 4, 4), np.float32)
     insp.runtime.infer(x)
     insp.runtime.infer(x.copy())
@@ -244,7 +248,7 @@ def test_memo_runtime_lru_is_bounded_by_bytes():
             calls.append(1)
             return {"feat1": np.zeros(250, np.float32)}   # 1000 bytes per entry
 
-    memo = ev._MemoRuntime(RT(), max_bytes=2500)
+    memo = EncoderMemo(RT(), max_bytes=2500)
     xs = [np.full((1, 1), i, np.float32) for i in range(3)]
     for x in xs:
         memo.infer(x)
@@ -256,7 +260,7 @@ def test_memo_runtime_lru_is_bounded_by_bytes():
 
 
 def test_report_writes_json_html_and_pngs(data, tmp_path):
-    from careg_edge import report
+    from careg_edge.lab import report
     doc, _ = _run(data, tmp_path / "out", [], shots=[1, 2], rounds=3)
     paths = report.write_report(doc, tmp_path / "out", data)
     got = json.loads(paths["json"].read_text())
@@ -272,10 +276,10 @@ def test_report_writes_json_html_and_pngs(data, tmp_path):
 
 def test_cli_eval_with_fake_inspector(data, tmp_path, monkeypatch, capsys):
     from careg_edge.cli import main
-    monkeypatch.setattr(ev, "default_inspector", lambda cfg: FakeInspector([]))
-    monkeypatch.setattr(ev.evaluate, "__defaults__", tuple(
+    monkeypatch.setattr(protocol, "default_inspector", lambda cfg: FakeInspector([]))
+    monkeypatch.setattr(evaluate, "__defaults__", tuple(
         FakeInspectorFactory() if callable(d) and getattr(d, "__name__", "") == "default_inspector" else d
-        for d in ev.evaluate.__defaults__))
+        for d in evaluate.__defaults__))
     with pytest.raises(SystemExit) as ok:
         main(["eval", "--data", str(data), "-o", str(tmp_path / "o"), "--shots", "1,2",
               "--rounds", "2", "--estimator", "fake", "--quiet"])
@@ -320,7 +324,7 @@ def test_validation_good_stands_in_when_test_good_is_missing(data, tmp_path):
     import shutil
     base = data / "widget"
     shutil.move(str(base / "test" / "good"), str(base / "validation" / "good"))
-    cat = ev.load_category(data, "widget")
+    cat = load_category(data, "widget")
     assert cat.good_source == "validation/good"
     goods = [t for t in cat.test if not t.label]
     assert len(goods) == 3 and all("validation/good" in str(t.path) for t in goods)
@@ -376,7 +380,7 @@ def test_line_metrics_recomputed_from_stored_scores_and_sklearn(data, tmp_path):
     _add_validation(data)
     doc, insp = _run(data, tmp_path / "out", [], shots=[1, 2], rounds=2, targets=[0.05, 0.2])
     for res in doc["results"]:
-        arrays = ev.load_round(tmp_path / "out" / res["cache"])[1]
+        arrays = load_round(tmp_path / "out" / res["cache"])[1]
         # the stored unseen scores are the scores of exactly those files (fresh recomputation)
         prof = insp.enroll([imageio.read_image(data / "widget/train/good" / n) for n in res["support"]],
                            "fake", "auto", 0, image_score="max")
@@ -437,7 +441,7 @@ def test_threshold_for_failure_is_recorded_not_fatal(data, tmp_path):
     assert bad["error"] == "ValueError: tail fit cannot reach 20 %"
     assert np.isnan(bad["threshold"]) and np.isnan(bad["fpr"]) and np.isnan(bad["detection"])
     assert np.isfinite(bad["roc_detection"])   # the ROC does not need a threshold
-    from careg_edge import report
+    from careg_edge.lab import report
     s = report.summarise(doc["results"])
     cell = s["line"]["widget"]["fake"]["2"]["0.2"]
     assert cell["check"]["verdict"] == "n/a" and cell["errors"] == ["ValueError: tail fit cannot reach 20 %"]
@@ -450,9 +454,9 @@ def test_enroll_gets_prior_exclude_of_the_evaluated_category(data, tmp_path):
     for res in doc["results"]:
         assert res["enroll_kwargs"]["prior_exclude"] == ["widget"]
         assert res["config"]["exclude_own_category"] is True
-    cfg = ev.EvalConfig(exclude_own_category=False)
+    cfg = EvalConfig(exclude_own_category=False)
     assert "prior_exclude" not in cfg.enroll_kwargs("widget")
-    assert cfg.key() != ev.EvalConfig().key()   # a different profile, a different cache file
+    assert cfg.key() != EvalConfig().key()   # a different profile, a different cache file
 
 
 def test_each_image_is_encoded_once_per_pass(data, tmp_path):
@@ -477,7 +481,7 @@ def test_each_image_is_encoded_once_per_pass(data, tmp_path):
         reads[str(path)] += 1
         return real(path)
 
-    import careg_edge.evaluate as mod
+    from careg_edge.lab import image_passes as mod
     orig = mod.imageio.read_image
     mod.imageio.read_image = spy
     try:
@@ -486,7 +490,7 @@ def test_each_image_is_encoded_once_per_pass(data, tmp_path):
         mod.imageio.read_image = orig
     assert len(doc["results"]) == 6
     assert set(encoded.values()) == {1}
-    cat = ev.load_category(data, "widget")
+    cat = load_category(data, "widget")
     assert len(encoded) == len(cat.test) + len(cat.extra_good) + sum(
         any(p.name not in r["support"] for r in doc["results"]) for p in cat.train)
     non_support = [p for p in reads if "/test/" in p or "/validation/" in p]
@@ -494,7 +498,7 @@ def test_each_image_is_encoded_once_per_pass(data, tmp_path):
 
 
 def test_line_verdict_against_the_issue_targets():
-    from careg_edge.eval_line import verdict
+    from careg_edge.lab.line_metrics import verdict
     assert verdict(2, 0.05, 0.09, 5.0, 3)["verdict"] == "pass"
     assert verdict(2, 0.05, 0.11, 5.0, 3)["problems"] == ["FPR 2.2x > 2x target"]
     assert verdict(2, 0.05, 0.01, 5.0, 3)["problems"] == ["FPR 0.20x < 1/4 target"]
@@ -506,7 +510,7 @@ def test_line_verdict_against_the_issue_targets():
 
 
 def test_report_line_table_means_over_rounds(data, tmp_path):
-    from careg_edge import report
+    from careg_edge.lab import report
     doc, _ = _run(data, tmp_path / "out", [], shots=[2], rounds=3, targets=[0.05, 0.2])
     paths = report.write_report(doc, tmp_path / "out", data)
     got = json.loads(paths["json"].read_text())
@@ -515,7 +519,7 @@ def test_report_line_table_means_over_rounds(data, tmp_path):
     for m in ("fpr", "detection", "roc_detection", "gap_points", "fpr_ratio"):
         assert cell[m][0] == pytest.approx(np.mean([row[m] for row in rows])) and cell[m][2] == 3
     assert cell["n_unseen_good"][0] == 8   # 7 - 2 train + 3 test/good
-    from careg_edge.eval_line import verdict
+    from careg_edge.lab.line_metrics import verdict
     assert cell["check"] == verdict(2, 0.2, cell["fpr"][0], cell["gap_points"][0], 3)
     table = report.markdown_tables(report.summarise(doc["results"]))
     line = next(ln for ln in table.splitlines() if ln.startswith("| fake | 2 | 20 % |"))
@@ -532,8 +536,8 @@ def test_real_inspector_road_on_the_bundled_flange(tmp_path):
     from pathlib import Path
     import careg_edge
     demo = Path(careg_edge.__file__).parent / "demo_data"
-    doc = ev.evaluate(demo, tmp_path, [ev.EvalConfig(estimator="padim", augment="none")], [2], 1,
-                      progress=False)
+    doc = evaluate(demo, tmp_path, [EvalConfig(estimator="padim", augment="none")], [2], 1,
+                   progress=False)
     r = doc["results"][0]
     assert r["enroll_kwargs"]["prior_exclude"] == ["flange"]
     assert r["unseen_good_sources"] == {"train/good": 8, "test/good": 4} and r["n_unseen_good"] == 12
@@ -588,13 +592,13 @@ def big_data(tmp_path):
 def test_recalibration_draws_n_unseen_goods_and_measures_on_the_rest(big_data, tmp_path):
     from sklearn.metrics import roc_curve
     from careg_edge.calibration.threshold import threshold_from_good
-    from careg_edge import report
+    from careg_edge.lab import report
     doc, _ = _run(big_data, tmp_path / "out", [], shots=[2], rounds=3, targets=[0.05, 0.2],
                   recalibrate=25)
     draws = []
     for res in doc["results"]:
         rc = res["recalibration"]
-        arrays = ev.load_round(tmp_path / "out" / res["cache"])[1]
+        arrays = load_round(tmp_path / "out" / res["cache"])[1]
         unseen = arrays["unseen_scores"]
         idx = np.array(rc["calibration_idx"])
         assert rc["n"] == 25 and idx.size == len(set(idx.tolist())) == 25
@@ -631,7 +635,7 @@ def test_recalibration_draws_n_unseen_goods_and_measures_on_the_rest(big_data, t
 
 
 def test_recalibration_with_too_many_or_too_few_images_is_nan_with_the_reason(big_data, tmp_path):
-    from careg_edge import report
+    from careg_edge.lab import report
     for n, msg in [(41, "the round has 41 unseen good images"),   # 40 - 2 + 3: none left
                    (10, "NotEnoughGood: ")]:                        # threshold_from_good needs 20
         doc, _ = _run(big_data, tmp_path / "out", [], shots=[2], rounds=1, targets=[0.05],

@@ -1,12 +1,12 @@
-"""careg_edge.metrics against independent references: scikit-learn for AUROC,
+"""careg_edge.lab.metrics against independent references: scikit-learn for AUROC,
 a plain threshold loop for PRO and F1-max."""
 import numpy as np
 import pytest
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
-from careg_edge import metrics
 from careg_edge.errors import UserInputError
+from careg_edge.lab import metrics
 
 
 @pytest.mark.parametrize("seed", range(5))

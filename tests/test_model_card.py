@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from careg_edge import model_card as mc
 from careg_edge.container import sha256_file
 from careg_edge.errors import FormatError
+from careg_edge.lab import model_card as mc
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "careg_edge" / "models" / "default.onnx"

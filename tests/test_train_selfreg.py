@@ -15,7 +15,7 @@ import torch
 
 import careg_edge.train as tr
 from careg_edge.encoder.stn import base_grid, invert, warp
-from careg_edge.synth_categories import make_category
+from careg_edge.lab.synth_categories import make_category
 from careg_edge.train import (TrainConfig, angle_fit, build, heldout_rotation, rotation_theta,
                               set_train_mode, step_terms, train)
 

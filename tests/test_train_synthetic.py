@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from careg_edge.errors import UserInputError
-from careg_edge.synth_categories import CATEGORIES, contact_sheet, make_category
+from careg_edge.lab.synth_categories import CATEGORIES, contact_sheet, make_category
 from careg_edge.train import TrainConfig, train
 
 

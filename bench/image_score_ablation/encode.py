@@ -1,12 +1,13 @@
 """Encode a category's train/good + test images once with an ONNX encoder; cache fp16 maps."""
 import sys, numpy as np, time
 from pathlib import Path
-from careg_edge import imageio, preprocess, evaluate
+from careg_edge import imageio, preprocess
+from careg_edge.lab import datasets
 from careg_edge.pipeline import open_runtime
 model, root, cat, out = sys.argv[1:5]
 size = int(sys.argv[5]) if len(sys.argv) > 5 else 224
 rt = open_runtime(model, "onnxruntime", 2)
-c = evaluate.load_category(Path(root), cat)
+c = datasets.load_category(Path(root), cat)
 def enc(paths):
     f1, f2, f3, shapes = [], [], [], []
     for s in range(0, len(paths), 8):

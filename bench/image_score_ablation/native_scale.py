@@ -22,8 +22,9 @@ import faiss
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from careg_edge import evaluate, imageio, preprocess
-from careg_edge.metrics import auroc
+from careg_edge import imageio, preprocess
+from careg_edge.lab import datasets
+from careg_edge.lab.metrics import auroc
 from careg_edge.pipeline import open_runtime
 
 
@@ -82,7 +83,7 @@ def rows(f):
 def main():
     model, root, cat, modes = sys.argv[1:5]
     rt = open_runtime(model, "onnxruntime", 1)
-    c = evaluate.load_category(Path(root), cat)
+    c = datasets.load_category(Path(root), cat)
     names = [p.name for p in c.train]
     y_all = np.array([t.label for t in c.test])
     sub = np.sort(np.random.default_rng(1).choice(len(y_all), min(260, len(y_all)), replace=False))
@@ -93,7 +94,7 @@ def main():
         for k in (2, 8):
             res = {"max": [], "top20%": [], "mean": []}
             for rnd in range(2):
-                sup = evaluate.draw_support(names, k, cat, rnd, 0)
+                sup = datasets.draw_support(names, k, cat, rnd, 0)
                 bank = np.concatenate([rows(encode(rt, imageio.read_image(c.train[names.index(n)]), mode))[0]
                                        for n in sup])
                 ix = faiss.IndexFlatL2(bank.shape[1])

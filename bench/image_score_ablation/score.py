@@ -1,8 +1,8 @@
 """Image-score / feature ablation on cached encoder maps (no augmentation)."""
 import sys, numpy as np, faiss, cv2
 from scipy.ndimage import gaussian_filter
-from careg_edge.evaluate import draw_support
-from careg_edge.metrics import auroc
+from careg_edge.lab.datasets import draw_support
+from careg_edge.lab.metrics import auroc
 z = np.load(sys.argv[1]); cat = sys.argv[2]
 names = list(z["train_names"]); y_all = z["y"]
 SUB = np.sort(np.random.default_rng(1).choice(len(y_all), min(260, len(y_all)), replace=False))

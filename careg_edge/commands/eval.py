@@ -79,8 +79,8 @@ def command(data, category, outdir, shots, rounds, estimator, localisation, augm
 
     Example: careg-edge eval --data ../shared/data/mpdd -o runs/mpdd --shots 2,4,8 --rounds 3
     """
-    from ..evaluate import EvalConfig, evaluate
-    from ..report import markdown_tables, summarise, write_report
+    from ..lab.protocol import EvalConfig, evaluate
+    from ..lab.report import markdown_tables, summarise, write_report
 
     if rounds < 1:
         raise UserInputError(f"--rounds {rounds}: must be at least 1")
@@ -93,8 +93,8 @@ def command(data, category, outdir, shots, rounds, estimator, localisation, augm
         raise UserInputError("--shots 1 with --augment none: one image and no augmentation leave "
                              "nothing to hold out for the threshold; drop 1 from --shots or augment")
     rules = [check_image_score(r.strip()) for r in image_score.split(",") if r.strip()] or ["max"]
-    # a config without image_score means max (evaluate._enroll), so max stays out of the
-    # config and the caches of runs made before scores existed stay valid
+    # a config without image_score means max (EvalConfig.enroll_kwargs), so max stays out
+    # of the config and the caches of runs made before scores existed stay valid
     configs = [EvalConfig(estimator=e.strip(), model=model, backend=backend, augment=augment,
                           localisation=localisation, seed=seed,
                           enroll_options={} if r == "max" else {"image_score": r})

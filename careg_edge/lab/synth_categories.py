@@ -14,7 +14,7 @@ sensor noise. Round parts carry one asymmetric feature (keyway, stamp) so that
 their pose is defined and a registering STN has a unique answer.
 
     make_category("gear", n=200, size=224, seed=0) -> uint8 [n, 224, 224, 3]
-    python -m careg_edge.synth_categories --sheet docs/img/synthetic_categories.png
+    python -m careg_edge.lab.synth_categories --sheet docs/img/synthetic_categories.png
 """
 from __future__ import annotations
 
@@ -281,11 +281,11 @@ def make_category(name: str, n: int, size: int, seed: int = 0) -> np.ndarray:
     """n good images of one synthetic category: uint8 [n, size, size, 3] (RGB).
     Image i depends only on (name, seed, i), so a longer set extends a shorter one."""
     if name not in _SPECS:
-        from .errors import UserInputError
+        from ..errors import UserInputError
         raise UserInputError(f"synthetic category {name!r} is unknown; choose one of "
                              f"{', '.join(CATEGORIES)}")
     if n < 0 or size < 16:
-        from .errors import UserInputError
+        from ..errors import UserInputError
         raise UserInputError(f"synthetic {name}: need n >= 0 and size >= 16 (got n={n}, size={size})")
     key = CATEGORIES.index(name)
     out = np.empty((n, size, size, 3), np.uint8)
@@ -316,7 +316,7 @@ def contact_sheet(per_row: int = 5, size: int = 80, seed: int = 0) -> np.ndarray
 
 
 def _main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m careg_edge.synth_categories",
+    p = argparse.ArgumentParser(prog="python -m careg_edge.lab.synth_categories",
                                 description="Synthetic normal categories for registration training.")
     p.add_argument("--sheet", metavar="PATH", required=True, help="write a labelled contact sheet PNG")
     p.add_argument("--per-row", type=int, default=5)

@@ -7,7 +7,7 @@ metal_plate images, enrolled and scored with fixed settings when the card was wr
 The test suite re-runs the slice and compares (tests/test_model_card.py), so a changed
 encoder, estimator or scoring path cannot slip through silently.
 
-    python -m careg_edge.model_card write --data ../shared/data/mpdd/metal_plate \\
+    python -m careg_edge.lab.model_card write --data ../shared/data/mpdd/metal_plate \\
         --model careg_edge/models/default.onnx --about docs/model_card_about.json
 
 The card is a JSON document with a format version and a sha256 over its own canonical
@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .container import atomic_write_bytes, sha256_file
-from .errors import FormatError
+from ..container import atomic_write_bytes, sha256_file
+from ..errors import FormatError
 
 CARD_KIND, CARD_VERSION = "careg-model-card", 1
 # The slice: names under metal_plate/; small enough to run in seconds on a CPU.
@@ -48,8 +48,8 @@ def _body_digest(body: dict) -> str:
 
 def slice_scores(model: str, data: Path) -> List[float]:
     """Enroll SLICE_SUPPORT, score SLICE_TEST with SLICE_SETTINGS; raw image scores."""
-    from .pipeline import Inspector
-    from .imageio import read_image
+    from ..pipeline import Inspector
+    from ..imageio import read_image
     insp = Inspector(model=model, backend="onnxruntime", threads=1)
     prof = insp.enroll([read_image(Path(data) / n) for n in SLICE_SUPPORT], **SLICE_SETTINGS)
     return [float(r.score) for r in insp.inspect_batch([read_image(Path(data) / n)
@@ -57,7 +57,7 @@ def slice_scores(model: str, data: Path) -> List[float]:
 
 
 def write_card(model: Path, data: Path, about: dict) -> Path:
-    from .runtime.onnxruntime_backend import OnnxRuntime
+    from ..runtime.onnxruntime_backend import OnnxRuntime
     meta = OnnxRuntime(str(model), device="cpu", threads=1).meta
     body = {"kind": CARD_KIND, "format_version": CARD_VERSION, "file": Path(model).name,
             "sha256": sha256_file(model), "encoder_hash": meta.encoder_hash,
@@ -75,7 +75,7 @@ def write_card(model: Path, data: Path, about: dict) -> Path:
 
 def read_card(model: Path) -> dict:
     path = card_path(model)
-    fix = f"rewrite it with `python -m careg_edge.model_card write --model {model} ...`"
+    fix = f"rewrite it with `python -m careg_edge.lab.model_card write --model {model} ...`"
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -97,7 +97,7 @@ def _commit() -> Optional[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m careg_edge.model_card")
+    ap = argparse.ArgumentParser(prog="python -m careg_edge.lab.model_card")
     sub = ap.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("write", help="Compute the reference slice and write MODEL.card.json.")
     w.add_argument("--model", type=Path, required=True)

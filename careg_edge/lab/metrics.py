@@ -24,7 +24,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 
 def _labels_scores(labels, scores, what: str):

@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import metrics
-from .errors import UserInputError
+from ..errors import UserInputError
 
 DEFAULT_TARGETS = (0.01, 0.05)
 # Targets from the issue: mean over >= MIN_ROUNDS rounds; FPR <= 2x target at K >= 2,
@@ -46,7 +46,7 @@ _RECAL_STREAM = 1
 
 def default_threshold_for(calibration: dict, target_fpr: float) -> float:
     # imported when used: the calibration package must not be needed to import eval
-    from .calibration.threshold import threshold_for
+    from ..calibration.threshold import threshold_for
     return threshold_for(calibration, target_fpr)
 
 
@@ -116,7 +116,7 @@ def verdict(k: int, target: float, fpr: float, gap_points: float, n_rounds: int)
 
 def default_threshold_from_good(scores, target_fpr: float) -> dict:
     # as `careg-edge calibrate --good` calls it (not robust: the images are known good)
-    from .calibration.threshold import threshold_from_good
+    from ..calibration.threshold import threshold_from_good
     return threshold_from_good(scores, target_fpr)
 
 

@@ -21,9 +21,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import imageio
-from .container import atomic_write_bytes
-from .errors import FormatError, UserInputError
+from .. import imageio
+from ..container import atomic_write_bytes
+from ..errors import FormatError, UserInputError
 
 
 @dataclass

@@ -12,17 +12,16 @@ from typing import Dict, List
 
 import numpy as np
 
-from .container import atomic_write_bytes
-from .evaluate import CURVE_POINTS
-
-from .eval_line import verdict
+from ..container import atomic_write_bytes
+from .line_metrics import verdict
+from .round_result import CURVE_POINTS
 
 METRICS = ["image_auroc", "pixel_auroc", "aupro", "f1_max", "fpr_at_threshold",
            "detection_rate_at_threshold", "unseen_fpr_at_threshold", "enroll_s", "infer_ms"]
 PERCENT = {"image_auroc", "pixel_auroc", "aupro", "f1_max", "fpr_at_threshold",
            "detection_rate_at_threshold", "unseen_fpr_at_threshold", "fpr", "detection",
            "roc_detection"}
-# per-target line metrics (eval_line.line_metrics), averaged over rounds
+# per-target line metrics (line_metrics.line_metrics), averaged over rounds
 LINE_METRICS = ["fpr", "fpr_ratio", "detection", "roc_detection", "gap_points"]
 LINE_HEADERS = {"fpr": "FPR %", "fpr_ratio": "FPR / target", "detection": "detection % at thr",
                 "roc_detection": "ROC detection % at target", "gap_points": "gap (pts)"}
@@ -166,7 +165,7 @@ def write_report(doc: dict, outdir: Path, data_root: Path = None) -> Dict[str, P
 def _figures(doc: dict, outdir: Path, data_root: Path) -> Dict[tuple, List[str]]:
     import matplotlib
     matplotlib.use("Agg")
-    from .evaluate import load_round
+    from .round_cache import load_round
     figdir = outdir / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     by: Dict[tuple, List[dict]] = {}
@@ -224,7 +223,7 @@ def _curves(loaded, path: Path) -> str:
 def _worst_grid(loaded_one, path: Path, data_root: Path) -> str:
     import cv2
     import matplotlib.pyplot as plt
-    from .imageio import read_image
+    from ..imageio import read_image
     r, a = loaded_one
     kinds = [k for k in ("false_positive", "missed_defect") if r["worst"].get(k)]
     ncol = max(len(r["worst"][k]) for k in kinds)
