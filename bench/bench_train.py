@@ -1,7 +1,7 @@
 """CPU throughput of one CAReg training step per backbone (images/s).
 
 One step = forward of B queries + B*k supports through trunk + STNs, the
-registration head/loss, backward, SGD update: exactly train.step_loss. Random
+registration head/loss, backward, SGD update: exactly lab.train.step_loss. Random
 images (throughput does not depend on content); ImageNet init is irrelevant
 here, so weights are random and no files are needed.
 
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from careg_edge.train import (TrainConfig, build, normaliser, set_train_mode, step_loss)
+from careg_edge.lab.train import (TrainConfig, build, normaliser, set_train_mode, step_loss)
 
 ALL = ["resnet18", "wide_resnet50_2", "resnet50v2", "efficientnet_lite0", "mobilenet_v2"]
 

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from careg_edge.encoder.heads import RegistrationHead, negative_cosine
 from careg_edge.errors import UserInputError
-from careg_edge.train import (PairSampler, TrainConfig, build, discover, load_images, normaliser,
-                              random_affine, set_train_mode, step_loss, train)
+from careg_edge.lab.train import (PairSampler, TrainConfig, build, discover, load_images, normaliser,
+                                  random_affine, set_train_mode, step_loss, train)
 
 
 def _write_category(root, name, n, seed=0, folder="train/good"):
@@ -166,7 +166,7 @@ def test_random_affine_bounds():
 
 
 def test_train_resume_and_never_reads_test(data, tmp_path, monkeypatch):
-    import careg_edge.train as tr
+    import careg_edge.lab.train.data as tr
     seen = []
     real = tr.read_image
     monkeypatch.setattr(tr, "read_image", lambda p: seen.append(str(p)) or real(p))
@@ -174,8 +174,10 @@ def test_train_resume_and_never_reads_test(data, tmp_path, monkeypatch):
     path = train(cfg)
     assert seen and not any("/test/" in p for p in seen)
     log = [json.loads(line) for line in open(tmp_path / "run" / "train_log.jsonl")]
-    assert [r["step"] for r in log] == [1, 2, 3]
-    assert all(np.isfinite(r["loss"]) and r["images_per_s"] > 0 and "val_cosine" in r for r in log)
+    assert [r["step"] for r in log] == [0, 1, 2, 3]  # step 0: the untrained reference
+    assert all("val_cosine" in r for r in log) and "loss" not in log[0]
+    log = log[1:]
+    assert all(np.isfinite(r["loss"]) and r["images_per_s"] > 0 and r["dead_steps"] == 0 for r in log)
     assert log[0]["lr"] == pytest.approx(0.05) and log[2]["lr"] < log[1]["lr"] < 0.05  # cosine
 
     from careg_edge.encoder.checkpoint import load
@@ -185,7 +187,7 @@ def test_train_resume_and_never_reads_test(data, tmp_path, monkeypatch):
     assert ck.optim_state  # momentum buffers kept for resuming
     train(_cfg(data, tmp_path, steps=5, save_every=2, holdout=1, eval_every=1, resume=True))
     log = [json.loads(line) for line in open(tmp_path / "run" / "train_log.jsonl")]
-    assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
+    assert [r["step"] for r in log] == [0, 1, 2, 3, 4, 5]
     assert load(path).config["progress"]["step"] == 5
     with pytest.raises(UserInputError, match="resume with the same options"):
         train(_cfg(data, tmp_path, steps=6, resume=True, stn_mode="rotation"))
@@ -224,7 +226,7 @@ def short_training(tmp_path_factory):
 def test_registration_cosine_improves_after_short_training(short_training):
     """A shifted copy of an image is closer (cosine of the registered stage-1 and
     stage-2 maps) to the original after a short training than before."""
-    from careg_edge.train import augment, registration_cosine
+    from careg_edge.lab.train import augment, registration_cosine
     before, after, imgs, shift = short_training
     norm = normaliser(before.trunk, "cpu")
     q, s = augment(norm(imgs), shift), norm(imgs)
@@ -241,7 +243,7 @@ def test_registration_undoes_each_images_shift(short_training):
     """The stricter reading: the query's learned shift relative to its original's
     undoes the shift applied to it. q(x) = img(x + t), so registering q samples it
     at p - t: the relative shift should correlate with -t over images and axes."""
-    from careg_edge.train import augment
+    from careg_edge.lab.train import augment
     _, after, imgs, shift = short_training
     norm = normaliser(after.trunk, "cpu")
     with torch.no_grad():

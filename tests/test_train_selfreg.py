@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-import careg_edge.train as tr
+import careg_edge.lab.train.data as data_mod
+import careg_edge.lab.train.loop as loop_mod
+import careg_edge.lab.train.losses as losses_mod
 from careg_edge.encoder.stn import base_grid, invert, warp
 from careg_edge.lab.synth_categories import make_category
-from careg_edge.train import (TrainConfig, angle_fit, build, heldout_rotation, rotation_theta,
-                              set_train_mode, step_terms, train)
+from careg_edge.lab.train import (StepTerms, TrainConfig, angle_fit, build, heldout_rotation,
+                                  normaliser, rotation_theta, set_train_mode, step_terms, train)
 
 
 def _cfg(tmp_path=None, **kw):
@@ -39,19 +41,19 @@ def _model(cfg):
     torch.manual_seed(0)
     enc, head = build(cfg)
     set_train_mode(enc, head, cfg)
-    return enc, head, tr.normaliser(enc.trunk, "cpu")
+    return enc, head, normaliser(enc.trunk, "cpu")
 
 
 def _fixed_aug(monkeypatch, theta):
     # every query gets the same known augmentation A
-    monkeypatch.setattr(tr, "random_affine", lambda n, cfg, gen: theta.expand(n, 2, 3).clone())
+    monkeypatch.setattr(losses_mod, "random_affine", lambda n, cfg, gen: theta.expand(n, 2, 3).clone())
 
 
 def _self_term(cfg, parts, enc=None):
     enc, head, norm = _model(cfg) if enc is None else enc
     q, s = parts
-    _, self_term = step_terms(enc, head, norm, q, s, cfg, torch.Generator().manual_seed(0))
-    return float(self_term.detach())
+    terms = step_terms(enc, head, norm, q, s, cfg, torch.Generator().manual_seed(0))
+    return float(terms.self_term.detach())
 
 
 def test_self_loss_is_minus_one_without_motion(parts):
@@ -88,8 +90,8 @@ def _legacy_step_loss(enc, head, norm, query, support, cfg, gen):
     from careg_edge.encoder.heads import inside_image
     from careg_edge.encoder.stn import compose
     b, k = support.shape[:2]
-    aug = tr.random_affine(b, cfg, gen)
-    q = tr.augment(norm(query), aug)
+    aug = data_mod.random_affine(b, cfg, gen)
+    q = data_mod.augment(norm(query), aug)
     x = torch.cat([q, norm(support.flatten(0, 1))])
     *feats, theta, _ = enc(x)
     qf = [f[:b] for f in feats]
@@ -104,12 +106,13 @@ def _legacy_step_loss(enc, head, norm, query, support, cfg, gen):
 def test_self_weight_zero_is_bit_identical_to_registration_only(tmp_path, monkeypatch):
     from careg_edge.encoder.checkpoint import load
     kw = dict(synthetic=2, synthetic_images=5, holdout=1, eval_every=1, steps=3, max_rotation=30,
-              max_scale=0.1, max_translation=0.1, self_weight=0.0)
+              max_scale=0.1, max_translation=0.1, self_weight=0.0, theta_weight=0.0)
     new = load(train(_cfg(tmp_path / "new", **kw)))
-    log_new = [json.loads(s) for s in open(tmp_path / "new" / "run" / "train_log.jsonl")]
-    monkeypatch.setattr(tr, "step_terms", lambda *a: (_legacy_step_loss(*a), None))
+    log_new = [json.loads(s) for s in open(tmp_path / "new" / "run" / "train_log.jsonl")][1:]
+    monkeypatch.setattr(loop_mod, "step_terms",
+                        lambda *a: StepTerms(_legacy_step_loss(*a), None, None, [1], True))
     old = load(train(_cfg(tmp_path / "old", **kw)))
-    log_old = [json.loads(s) for s in open(tmp_path / "old" / "run" / "train_log.jsonl")]
+    log_old = [json.loads(s) for s in open(tmp_path / "old" / "run" / "train_log.jsonl")][1:]
     assert new.encoder.encoder_hash() == old.encoder.encoder_hash()
     for k, v in new.head_state.items():
         assert torch.equal(v, old.head_state[k]), k
@@ -118,7 +121,7 @@ def test_self_weight_zero_is_bit_identical_to_registration_only(tmp_path, monkey
     monkeypatch.undo()
     # and the weight is really used when > 0: same first step, different loss
     w = train(_cfg(tmp_path / "w", **dict(kw, self_weight=0.5, steps=1)))
-    rec = json.loads(open(tmp_path / "w" / "run" / "train_log.jsonl").readline())
+    rec = [json.loads(s) for s in open(tmp_path / "w" / "run" / "train_log.jsonl")][1]
     assert rec["loss_reg"] == pytest.approx(log_new[0]["loss_reg"], abs=0.05)  # BN batch differs
     assert rec["loss"] == pytest.approx(rec["loss_reg"] + 0.5 * rec["loss_self"], abs=1e-6)
     assert -1.0 <= rec["loss_self"] < 0 and w.is_file()

@@ -8,7 +8,7 @@ import pytest
 
 from careg_edge.errors import UserInputError
 from careg_edge.lab.synth_categories import CATEGORIES, contact_sheet, make_category
-from careg_edge.train import TrainConfig, train
+from careg_edge.lab.train import TrainConfig, train
 
 
 def test_deterministic_by_seed_and_prefix_stable():
@@ -62,9 +62,13 @@ def test_train_on_synthetic_only(tmp_path):
     ck = load(train(cfg))
     assert ck.config["categories"] == {"synthetic/gear": 3, "synthetic/pcb": 3}
     assert ck.config["synthetic"] == 2 and ck.config["self_weight"] == 1.0
+    assert ck.config["theta_weight"] == 1.0
     log = [json.loads(s) for s in open(tmp_path / "run" / "train_log.jsonl")]
-    for r in log:
-        assert r["loss"] == pytest.approx(r["loss_reg"] + r["loss_self"], abs=1e-6)
+    assert log[0]["step"] == 0 and log[0]["val_slope"] == 0.0  # untrained: identity STNs
+    for r in log[1:]:
+        total = r["loss_reg"] + r["loss_self"] + r["theta_weight"] * r["loss_theta"]
+        assert r["loss"] == pytest.approx(total, abs=1e-6)
+        assert r["loss_theta"] > 0
         assert -1 <= r["loss_self"] < 0
         assert {"val_cosine", "val_slope", "val_corr"} <= set(r)
         assert np.isfinite(r["val_slope"]) and abs(r["val_slope"]) < 0.5  # barely-trained STN
@@ -73,6 +77,8 @@ def test_train_on_synthetic_only(tmp_path):
 @pytest.mark.parametrize("args,match", [
     (["--synthetic", "1", "--self-weight", "-1"], "--self-weight -1.0: must be a number >= 0"),
     (["--synthetic", "1", "--self-weight", "nan"], "--self-weight nan"),
+    (["--synthetic", "1", "--theta-weight", "-2"], "--theta-weight -2.0: must be a number >= 0"),
+    (["--synthetic", "1", "--theta-anneal", "1.5"], "--theta-anneal 1.5: must be in 0..1"),
     (["--synthetic", "99"], "--synthetic 99: must be 0..7"),
     (["--synthetic", "1", "--synthetic-images", "2"], "--synthetic-images 2: need at least 3"),
     ([], "no dataset roots given"),
@@ -92,6 +98,6 @@ def test_cli_help_documents_the_new_options(capsys):
         main(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert e.value.code == 0
-    for text in ("--self-weight", "[default: 1.0]", "--synthetic", "--synthetic-images",
+    for text in ("--self-weight", "[default: 1.0]", "--theta-weight", "--theta-anneal", "--synthetic", "--synthetic-images",
                  "val_slope", "-1 = undoes"):
         assert text in out, text

@@ -32,6 +32,12 @@ _BACKBONES = ["resnet50v2", "efficientnet_lite0", "mobilenet_v2", "resnet18", "w
               help="Weight W of the self-registration loss: registered maps of the augmented query "
                    "vs the same query unaugmented (only an STN that undoes the augmentation lowers "
                    "it). Total = registration + W * self; 0 = registration loss only.")
+@click.option("--theta-weight", default=1.0, show_default=True, type=float,
+              help="Weight of the θ loss: each stage's cumulative θ on the augmented query vs the "
+                   "inverse of the applied transform composed with θ of the plain query (the "
+                   "supervision that makes the STNs register per image); 0 = off.")
+@click.option("--theta-anneal", default=1.0, show_default=True, type=float,
+              help="Share of --theta-weight left at the last step, cosine schedule (1 = constant).")
 @click.option("--synthetic", default=0, show_default=True, type=int,
               help="Add the first N procedural normal categories (gear, pcb, plate, bottle, knurl, "
                    "bracket, washer), each a separate category 'synthetic/<name>'; with N > 0 ROOTS "
@@ -51,8 +57,8 @@ _BACKBONES = ["resnet50v2", "efficientnet_lite0", "mobilenet_v2", "resnet18", "w
 @click.option("--seed", default=0, show_default=True, help="Seed for sampling, augmentation and head init.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(roots, out, exclude, backbone, weights, stn_mode, image_size, k_shot, batch_size, epochs,
-            steps, lr, frozen_stages, train_bn, max_rotation, self_weight, synthetic,
-            synthetic_images, holdout, eval_every, save_every, resume, device, threads, seed, quiet):
+            steps, lr, frozen_stages, train_bn, max_rotation, self_weight, theta_weight, theta_anneal,
+            synthetic, synthetic_images, holdout, eval_every, save_every, resume, device, threads, seed, quiet):
     """Train the registration encoder on normal images of several categories.
 
     ROOTS are dataset folders in the MVTec AD layout; only CAT/train/good and
@@ -65,14 +71,15 @@ def command(roots, out, exclude, backbone, weights, stn_mode, image_size, k_shot
     --steps 600 -o runs/loo_metal_plate  (synthetic only: careg-edge train
     --synthetic 5 --holdout 4 --eval-every 50 --steps 600 -o runs/synth5)
     """
-    from ..train import TrainConfig, train
+    from ..lab.train import TrainConfig, train
 
     cfg = TrainConfig(
         roots=[str(r) for r in roots], out=str(out), exclude=list(exclude), backbone=backbone,
         weights=None if weights.lower() == "none" else weights, stn_mode=stn_mode,
         image_size=image_size, k_shot=k_shot, batch_size=batch_size, epochs=epochs, steps=steps,
         lr=lr, frozen_stages=frozen_stages, freeze_bn=not train_bn, max_rotation=max_rotation,
-        self_weight=self_weight, synthetic=synthetic, synthetic_images=synthetic_images,
+        self_weight=self_weight, theta_weight=theta_weight, theta_anneal=theta_anneal,
+        synthetic=synthetic, synthetic_images=synthetic_images,
         holdout=holdout, eval_every=eval_every, save_every=save_every, resume=resume,
         device=device, threads=threads, seed=seed, progress=not quiet)
     path = train(cfg)

@@ -134,9 +134,34 @@ class STN(nn.Module):
         flat = 16 * (h // 4) * (w // 4)  # two floor-halving max-pools
         self.fc = nn.Sequential(nn.Linear(flat, hidden), nn.ReLU(),
                                 nn.Linear(hidden, len(MODE_INIT[mode])))
+        self._identity_output()
+
+    @torch.no_grad()
+    def _identity_output(self) -> None:
         nn.init.zeros_(self.fc[2].weight)
-        with torch.no_grad():
-            self.fc[2].bias.copy_(torch.tensor(MODE_INIT[mode]))
+        self.fc[2].bias.copy_(torch.tensor(MODE_INIT[self.mode]))
+
+    @torch.no_grad()
+    def reset_identity(self) -> None:
+        """Fresh localisation net whose output is the identity (as at construction):
+        the way back for an STN whose weights are no longer finite."""
+        if self.mode == "identity":
+            return
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        self._identity_output()
+
+    @torch.no_grad()
+    def shrink_to_identity(self, keep: float = 0.5) -> None:
+        """Move the raw output towards the identity's: last-FC weight × keep, bias
+        to init + keep·(bias − init). Every transform gets `keep` of its raw size."""
+        if self.mode == "identity":
+            return
+        init = torch.tensor(MODE_INIT[self.mode], dtype=self.fc[2].bias.dtype,
+                            device=self.fc[2].bias.device)
+        self.fc[2].weight.mul_(keep)
+        self.fc[2].bias.copy_(init + keep * (self.fc[2].bias - init))
 
     def theta(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "identity":
