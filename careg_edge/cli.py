@@ -20,7 +20,7 @@ from .errors import CaregError
 from .version import __version__
 
 # verb -> module in careg_edge.commands; a module that does not exist yet is skipped.
-VERBS = ["train", "export", "build-engine", "enroll", "calibrate", "run", "eval", "bench", "info", "demo"]
+VERBS = ["train", "export", "build-engine", "enroll", "calibrate", "run", "serve", "eval", "bench", "info", "demo"]
 
 
 def _with_suggestions(cmd: click.Command) -> click.Command:
