@@ -1,8 +1,4 @@
-"""Good-image folders for calibration and enrollment, read with careg_edge.imageio.
-
-`read_good_images(source)` accepts a folder, a glob or a single file and returns
-RGB uint8 arrays plus their paths; every file is decoded up front so that an
-unreadable or truncated image fails enrollment with its name, before any work.
+"""Good-image folders for re-calibration, read with careg_edge.imageio.
 
 `GoodImages(source)` is the lenient reader for re-calibration on the line: a folder
 of production images often holds a few truncated or half-copied files, and one of
@@ -19,16 +15,6 @@ import numpy as np
 
 from careg_edge.errors import UserInputError
 from careg_edge.imageio import list_images, read_image
-
-
-def read_good_images(source, limit: int = 0) -> Tuple[List[np.ndarray], List[Path]]:
-    files = list_images(source, what="good-image folder")
-    if limit and limit > 0:
-        files = files[:limit]
-    images = [read_image(f) for f in files]
-    if not images:
-        raise UserInputError(f"{source}: no good images to read")
-    return images, files
 
 
 class GoodImages:

@@ -41,7 +41,6 @@ from . import _core
 from .errors import UserInputError
 
 MODES = ("unwarp", "registered")
-_ID = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
 
 
 @dataclass(frozen=True)
@@ -99,6 +98,3 @@ def assemble(out: Dict[str, np.ndarray], spec: FeatureSpec, transform: Dict[str,
     return _core.assemble(compiled if compiled is not None else layout(spec, transform),
                           outputs(out), threads)
 
-
-def identity_theta(b: int) -> np.ndarray:
-    return np.broadcast_to(_ID, (b, 3, 2, 3)).copy()

@@ -39,7 +39,7 @@ def collect() -> dict:
            "machine": f"{platform.system()} {platform.machine()}", "cpus": str(os.cpu_count())}
     for name, dist in [("numpy", "numpy"), ("onnxruntime", "onnxruntime"),
                        ("opencv", "opencv-python-headless"), ("torch", "torch"),
-                       ("onnx", "onnx"), ("faiss", "faiss-cpu"), ("faiss-gpu", "faiss-gpu-cu12"),
+                       ("onnx", "onnx"), ("faiss", "faiss-cpu"),
                        ("tensorrt", "tensorrt"), ("pycuda", "pycuda")]:
         out[name] = _version(dist)
     if importlib.util.find_spec("onnxruntime") is not None:

@@ -21,7 +21,6 @@
 #include "careg/knn.h"
 #include "careg/mahalanobis.h"
 #include "careg/road.h"
-#include "careg/sqdist.h"
 
 namespace py = pybind11;
 using std::size_t;
@@ -48,16 +47,6 @@ size_t dim(const py::array& a, int i) { return static_cast<size_t>(a.shape(i)); 
 template <class T>
 py::array_t<T> empty(std::initializer_list<size_t> shape) {
   return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
-}
-
-py::array pairwise_sqdist(const py::array& a, const py::array& b) {
-  const float *pa = f32(a, "a", 2), *pb = f32(b, "b", 2);
-  CAREG_CHECK(dim(a, 1) == dim(b, 1), "pairwise_sqdist: a and b must have the same feature dimension");
-  auto out = empty<float>({dim(a, 0), dim(b, 0)});
-  float* po = out.mutable_data();
-  py::gil_scoped_release release;
-  careg::pairwise_sqdist(pa, dim(a, 0), pb, dim(b, 0), dim(a, 1), po);
-  return out;
 }
 
 py::array mahalanobis(const py::array& x, const py::array& mean, const py::array& factor,
@@ -443,8 +432,6 @@ PYBIND11_MODULE(_core, m) {
         py::arg("sizes") = py::none(), py::arg("threads") = 0,
         "the road: raw encoder outputs -> {dist, maps, scores, defect, reason, maps_at, timings}");
   m.def("default_threads", &careg::default_threads);
-  m.def("pairwise_sqdist", &pairwise_sqdist, py::arg("a"), py::arg("b"),
-        "Squared L2 distances between rows of a [n,d] and b [m,d] -> [n,m]");
   m.def("mahalanobis", &mahalanobis, py::arg("x"), py::arg("mean"), py::arg("factor"),
         py::arg("threads") = 0,
         "x [B,P,D], mean [P,D], factor [P,D(D+1)/2] f32|f16 -> distances [B,P]");
