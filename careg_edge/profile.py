@@ -37,7 +37,7 @@ _TOP_RULE = re.compile(r"top([0-9]+(?:\.[0-9]+)?)%")
 _TENSORS = {
     "padim": {"mean": ("<f4",), "precision_factor": ("<f4", "<f2")},
     "orthoad": {"mean": ("<f4",), "precision_factor": ("<f4", "<f2"), "projection": ("<f4",)},
-    "patchcore": {"bank": ("<f4", "<f2"), "bank_pos": ("<i4",)},
+    "patchcore": {"bank": ("<f4",), "bank_pos": ("<i4",)},   # F32 only, as the C reader
 }
 
 
