@@ -1,0 +1,226 @@
+"""GpuRoad: the whole inspection road on one torch device -- raw encoder outputs ->
+features -> distances -> anomaly map -> image score -> verdict -- with the same
+outputs, NaN/inf policy and error messages as the compiled core's `_core.inspect`
+(careg_edge.scoring), which stays the road on the host.
+
+Why torch and not CUDA kernels in the core: the encoder's outputs already are torch
+tensors on the GPU (no copy to the host and back), and torch code runs unchanged on
+CPU torch, where every CI machine tests it against the compiled core and the NumPy
+oracle (tests/test_gpu_road.py); CUDA kernels in the core could only be tested on a
+CUDA machine.
+
+A GpuRoad uploads a profile's tensors once and is immutable afterwards: threads may
+share it. `cached_road` keeps one per profile object, device and overrides, rebuilt
+when the compiled road (scoring.road, which validates the profile) is rebuilt.
+"""
+from __future__ import annotations
+
+import time
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .. import scoring
+from ..errors import CaregError, UserInputError
+from ..estimators import make_estimator
+from ..postprocess import check_image_score
+from . import preprocess as gpu_preprocess
+from .assemble import Assembly, check_outputs
+from .distances import Bank, mahalanobis, reweighted, unpack_factor
+from .maps import Blur, check_invertible, image_scores, resize_each, unwarp
+from .precision import full_fp32
+
+
+class Inspection(NamedTuple):
+    scores: np.ndarray        # [B] float32 image scores
+    maps: torch.Tensor        # [B, image_h, image_w] float32 on the device
+    defect: List[bool]        # score > threshold, or score / threshold not finite
+    reason: List[str]         # one line each, the core's wording
+
+
+def verdict(score: float, threshold: float) -> Tuple[bool, str]:
+    """careg::verdict (road_score.cpp), word for word."""
+    if not np.isfinite(score):
+        return True, (f"image score is {'NaN' if np.isnan(score) else 'inf'}: non-finite distances or "
+                      "map values (profile tensors with NaN/inf, or features so large they overflow); "
+                      "a score that cannot be trusted is a defect")
+    if not np.isfinite(threshold):
+        return True, "the threshold is not finite; a score cannot be judged against it, so this is a defect"
+    d = bool(score > threshold)
+    return d, f"score {score:g} {'>' if d else '<='} threshold {threshold:g}"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """"cuda" names the current CUDA device, "cuda:0" one by number: the same when they agree."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+class GpuRoad:
+    def __init__(self, profile, device="cuda", overrides: Optional[dict] = None,
+                 compiled: Optional["scoring.Road"] = None):
+        overrides = dict(overrides or {})
+        # the compiled road validates the profile exactly as the core does
+        self.compiled = compiled if compiled is not None else scoring.road(profile, overrides)
+        self.device = torch.device(device)
+        spec = self.spec = self.compiled.spec
+        params = make_estimator(profile.estimator,
+                                **dict(profile.info.get("estimator_params", {}), **overrides)).params
+        self.estimator = profile.estimator
+        self.image_size = tuple(int(s) for s in profile.image_size)
+        rule = check_image_score(profile.image_score)
+        self.rule = "top" if rule.startswith("top") else rule
+        self.percent = {"max": 0.0, "mean": 100.0}[rule] if self.rule == rule else float(rule[3:-1])
+        self.assembly = Assembly(spec, self.compiled.transform, self.device)
+        self.blur = Blur(float(profile.sigma), *self.image_size, self.device)
+        t = profile.tensors
+        if self.estimator == "patchcore":
+            self.local = str(params.get("search", "global")) == "local"
+            self.reweight_k = int(params.get("reweight_k", 9))
+            self.bank = Bank(t["bank"], t["bank_pos"], spec.grid,
+                             int(params.get("radius", 2)) if self.local else None, self.device)
+            dim = self.bank.rows.shape[1]
+        else:
+            self.mean = torch.from_numpy(np.ascontiguousarray(t["mean"], np.float32)).to(self.device)
+            dim = self.mean.shape[1]
+            self.factor = unpack_factor(t["precision_factor"], dim, self.device)
+        if self.assembly.dim != dim:
+            raise CaregError(f"profile: assembly gives D = {self.assembly.dim} features (channel_index/"
+                             f"projection) but the estimator tensors have D = {dim}")
+
+    # ---- the road ----------------------------------------------------------------
+    def _tensors(self, out) -> Dict[str, torch.Tensor]:
+        """Encoder outputs (tensors or arrays) as float32 tensors on this road's device."""
+        res = {}
+        for n in ("feat1", "feat2", "feat3", "theta", "theta_inv"):
+            if n not in out:
+                raise CaregError(f"encoder outputs lack '{n}'")
+            a = out[n] if isinstance(out[n], torch.Tensor) else torch.from_numpy(np.asarray(out[n]))
+            res[n] = a.to(self.device, torch.float32)
+        return res
+
+    def run(self, out, threshold: float) -> dict:
+        """Encoder outputs -> {dist, maps (device tensors), scores, defect, reason, timings}."""
+        with torch.inference_mode(), full_fp32():
+            return self._run(self._tensors(out), float(threshold))
+
+    def _run(self, out: Dict[str, torch.Tensor], threshold: float) -> dict:
+        t = time.perf_counter()
+        B = check_outputs(out, self.assembly.channels)
+        x = self.assembly(out)
+        bad = (~torch.isfinite(x)).reshape(B, -1).sum(1).cpu()
+        for b, c in enumerate(bad.tolist()):
+            if c:
+                raise CaregError(f"features[{b}]: {c} non-finite value(s) (NaN/inf); the encoder "
+                                 "output was broken")
+        timings = {"features": _ms(t)}
+        t = time.perf_counter()
+        nn = None
+        if self.estimator == "patchcore":
+            dist, nn = self.bank.search(x, self.local)
+        else:
+            dist = mahalanobis(x, self.mean, self.factor)
+        _sync(self.device)
+        timings["score"] = _ms(t)
+        t = time.perf_counter()
+        th3 = out["theta_inv"][:, 2] if self.spec.mode == "registered" else None
+        if th3 is not None:
+            check_invertible(th3)
+        gh, gw = self.spec.grid
+        maps = self.blur(unwarp(dist.reshape(B, gh, gw), th3, self.image_size))
+        if self.estimator == "patchcore" and self.rule == "max":
+            scores = reweighted(x, dist, nn, self.bank, self.reweight_k)
+        else:
+            scores = image_scores(maps, self.rule, self.percent)
+        scores = scores.float().cpu().numpy()
+        timings["postprocess"] = _ms(t)
+        judged = [verdict(float(s), threshold) for s in scores]
+        return {"dist": dist.reshape(B, gh, gw), "maps": maps, "scores": scores,
+                "defect": [d for d, _ in judged], "reason": [r for _, r in judged],
+                "timings": timings}
+
+    def inspect(self, feat1, feat2, feat3, theta, theta_inv, threshold: float) -> Inspection:
+        """The road on one batch of encoder outputs (tensors on any device, or arrays)."""
+        r = self.run({"feat1": feat1, "feat2": feat2, "feat3": feat3, "theta": theta,
+                      "theta_inv": theta_inv}, threshold)
+        return Inspection(r["scores"], r["maps"], r["defect"], r["reason"])
+
+    def inspect_dict(self, out, threshold: float,
+                     sizes: Optional[Sequence[Tuple[int, int]]] = None) -> dict:
+        """Exactly `_core.inspect`'s result: {dist, maps, scores, defect, reason, maps_at,
+        timings} as NumPy arrays / lists (maps_at: each map at its image's size)."""
+        r = self.run(out, threshold)
+        B = len(r["scores"])
+        if sizes is not None and len(sizes) != B:
+            raise CaregError(f"sizes: {len(sizes)} entries for a batch of {B}")
+        t = time.perf_counter()
+        with torch.inference_mode():
+            maps_at = resize_each(r["maps"], sizes) if sizes is not None else []
+        r["timings"]["postprocess"] += _ms(t)
+        r["maps_at"] = maps_at
+        r["dist"], r["maps"] = r["dist"].cpu().numpy(), r["maps"].cpu().numpy()
+        return r
+
+
+def cached_road(profile, overrides: Optional[dict], device) -> GpuRoad:
+    """The GpuRoad of (profile, overrides, device), kept on the profile object and
+    rebuilt when its compiled road is (replaced tensors, other metadata)."""
+    overrides = dict(overrides or {})
+    compiled = scoring.road(profile, overrides)
+    cache = profile.__dict__.setdefault("_gpu_road", {})
+    key = (str(device), tuple(sorted(overrides.items())))
+    hit = cache.get(key)
+    if hit is not None and hit.compiled is compiled:
+        return hit
+    built = GpuRoad(profile, device, overrides, compiled)
+    for k, v in list(cache.items()):   # stale uploads are not kept alive on the device
+        if len(cache) > 4 or any(profile.tensors.get(n) is not a for n, a in v.compiled.arrays):
+            cache.pop(k, None)         # another thread may have dropped it already
+    cache[key] = built
+    return built
+
+
+def device_outputs(runtime, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """The encoder's five outputs for a normalised batch already on the device. The
+    torch runtime runs its encoder there (no trip through the host); any other
+    runtime goes through its infer() on the host and the outputs are uploaded."""
+    from ..runtime.base import OUTPUT_NAMES
+    from ..runtime.torch_backend import TorchRuntime
+    if isinstance(runtime, TorchRuntime) and _same_device(torch.device(runtime.device), x.device):
+        h, w = runtime.meta.input_size
+        if tuple(x.shape[1:]) != (3, h, w):
+            raise UserInputError(f"encoder input: expected float32 [B, 3, {h}, {w}], got "
+                                 f"{x.dtype} {list(x.shape)}")
+        with torch.inference_mode():
+            return dict(zip(OUTPUT_NAMES, runtime.encoder(x)))
+    out = runtime.infer(x.cpu().numpy())
+    return {n: torch.from_numpy(np.asarray(out[n])).to(x.device) for n in OUTPUT_NAMES}
+
+
+def inspect_images(runtime, road: GpuRoad, rgbs: Sequence[np.ndarray], threshold: float,
+                   sizes: Sequence[Tuple[int, int]]) -> Tuple[dict, Dict[str, float]]:
+    """Decoded RGB uint8 images -> (`_core.inspect`-shaped result, ms per stage): resize
+    and normalisation, the encoder and the road all on the road's device."""
+    times, t = {}, time.perf_counter()
+    x = gpu_preprocess.to_input(rgbs, road.spec.input_size, runtime.meta, road.device)
+    _sync(road.device)
+    times["preprocess"] = _ms(t)
+    t = time.perf_counter()
+    out = device_outputs(runtime, x)
+    _sync(road.device)
+    times["encode"] = _ms(t)
+    t = time.perf_counter()
+    res = road.inspect_dict(out, threshold, sizes)
+    core = res["timings"]
+    times["features"], times["score"] = core["features"], core["score"]
+    times["postprocess"] = max(0.0, _ms(t) - core["features"] - core["score"])
+    return res, times
