@@ -45,11 +45,12 @@ Examples:
   careg-edge run --profile a.careg --profile b.careg --images 'batch7/*.png' --batch 8
   careg-edge run --profile part.careg --camera 0 --learn 200 --target-fpr 0.01
   careg-edge run --profile part.careg --camera 0 --line L3 --mqtt broker:1883 --opcua :4840 --web :8080
+  careg-edge run --server http://127.0.0.1:8000 --product part --images 'batch7/*.png' --batch 8
 """
 
 
 @click.command("run", epilog=EPILOG)
-@click.option("--profile", "profiles", multiple=True, required=True, type=click.Path(dir_okay=False),
+@click.option("--profile", "profiles", multiple=True, type=click.Path(dir_okay=False),
               help="Profile(s) from `careg-edge enroll` (repeat for several; a frame fails "
                    "if any profile fails).")
 @click.option("--camera", type=click.IntRange(min=0), default=None, metavar="N", help="Camera index (V4L2/DirectShow).")
@@ -92,10 +93,14 @@ Examples:
                    "(binds to localhost unless HOST is given).")
 @click.option("--line", default=None, metavar="NAME", help="Line name for --mqtt/--opcua/--web [default: line1].")
 @click.option("--product", default=None, metavar="NAME",
-              help="Product name for --mqtt/--opcua/--web [default: the first profile's file stem].")
+              help="Product name for --mqtt/--opcua/--web [default: the first profile's file stem]; "
+                   "with --server, the profile the server scores against.")
+@click.option("--server", default=None, metavar="URL",
+              help="Send the frames to a `careg-edge serve` server (http://HOST:PORT) instead of "
+                   "inspecting here; needs --product, no --profile. See docs/serving.md.")
 def command(profiles, camera, video, images, stream, model, roi, resize, resize_mode, batch,
             jsonl, save_defects, show, max_frames, queue_size, reconnect, learn, target_fpr,
-            mqtt, mqtt_queue, opcua, web, line, product):
+            mqtt, mqtt_queue, opcua, web, line, product, server):
     """Inspect frames live and print one JSON line per frame.
 
     Each line holds the capture time, source, frame id, score, threshold,
@@ -114,13 +119,17 @@ def command(profiles, camera, video, images, stream, model, roi, resize, resize_
                        resize_mode=resize_mode, save_defects=save_defects, show=show,
                        max_frames=max_frames, queue_size=queue_size, reconnect_s=reconnect)
     learner = make_learner(learn, target_fpr, max_frames, src.label)
-    loaded = load_profiles(profiles)
-    insp = make_inspector(model)
-    check_profiles(loaded, insp)
+    if server is not None:
+        loaded, insp = remote(server, product, profiles, learn, reconnect)
+    else:
+        loaded = load_profiles(profiles)
+        insp = make_inspector(model)
+        check_profiles(loaded, insp)
     out, close = _open_out(jsonl)
     summary = None
     try:
-        opts.publish = line_outputs(mqtt, mqtt_queue, opcua, web, line, product, profiles, s.info)
+        opts.publish = line_outputs(mqtt, mqtt_queue, opcua, web, line, product, profiles, s.info,
+                                    remote=server is not None)
         s.info(f"inspecting {src.label} with {', '.join(loaded)} (Ctrl-C to stop)"
                + (f"; learning the threshold from the first {learn} frames" if learner else ""))
         summary = run_live(src, insp, loaded, out, opts, log=s.info, learner=learner)
@@ -138,10 +147,20 @@ def command(profiles, camera, video, images, stream, model, roi, resize, resize_
     return 0
 
 
-def line_outputs(mqtt, mqtt_queue, opcua, web, line, product, profiles, log):
+def remote(server, product, profiles, learn, wait_s):
+    """--server: the server scores; `loaded` maps the product to its name. A server not
+    ready within --reconnect seconds ends the run (exit 3)."""
+    if profiles or learn is not None or product is None:
+        raise UserInputError("--server: give --product NAME (the server's profile) and no "
+                             "--profile or --learn")
+    from ..serve.client import RemoteInspector
+    return {product: product}, RemoteInspector(server, product, wait_s=wait_s)
+
+
+def line_outputs(mqtt, mqtt_queue, opcua, web, line, product, profiles, log, remote=False):
     """The publishers that send verdicts to the line (None when none was asked for)."""
     if not (mqtt or opcua or web):
-        for name, v in (("--line", line), ("--product", product)):
+        for name, v in (("--line", line), ("--product", None if remote else product)):
             if v is not None:
                 raise UserInputError(f"{name}: only used with --mqtt, --opcua or --web")
         return None

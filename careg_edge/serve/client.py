@@ -143,3 +143,39 @@ class ServeClient:
 
     def close(self) -> None:
         self.client.close()
+
+
+class RemoteInspector:
+    """What `run --server URL --product NAME` uses in place of an Inspector: the same
+    inspect/inspect_batch calls, answered by the server, so the live loop (JSON
+    lines, summary, --save-defects, --mqtt/--opcua/--web) is the local one.
+    The anomaly map of each Result is the server's small heatmap resized to the frame."""
+
+    def __init__(self, url: str, product: str, timeout_s: float = 60.0, wait_s: float = 10.0):
+        try:
+            self.product = product_name(product)
+        except UserInputError as e:
+            raise UserInputError(f"--product: {e}") from None
+        self.client = ServeClient(url, timeout_s=timeout_s)
+        self.client.wait_ready(wait_s)
+
+    def inspect(self, image, profile=None):
+        return self.inspect_batch([image], profile)[0]
+
+    def inspect_batch(self, images, profile=None):
+        import time
+
+        import cv2
+
+        from ..decision import decide
+        t = time.perf_counter()
+        replies = self.client.inspect_many([self.product] * len(images), list(images), heatmap=True)
+        ms = (time.perf_counter() - t) * 1000 / max(1, len(images))
+        results = []
+        for im, r in zip(images, replies):
+            if isinstance(r, ServeRefused):
+                raise r
+            h, w = np.asarray(im).shape[:2]
+            amap = cv2.resize(r.heatmap, (w, h), interpolation=cv2.INTER_LINEAR)
+            results.append(decide(r.score, amap, r.threshold, {"server": ms}, r.is_defect, r.reason))
+        return results
