@@ -15,7 +15,8 @@ import click
 from .errors import UserInputError
 
 DEVICES = ["auto", "cpu", "cuda"]
-BACKENDS = ["auto", "torch", "onnxruntime", "tensorrt"]
+# runtime.select.BACKENDS (not imported: the CLI starts without numpy)
+BACKENDS = ["auto", "torch", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt"]
 
 
 def did_you_mean(word: str, options) -> str:
@@ -72,15 +73,22 @@ def settings() -> Settings:
 
 
 def make_inspector(model=None):
-    """The one place the CLI builds an Inspector from the global options."""
+    """The one place the CLI builds an Inspector from the global options: the runtime
+    is chosen here (runtime/select.py) so the choice and its reason reach stderr."""
     from .pipeline import Inspector
 
+    runtime = open_encoder(model)
     s = settings()
-    # The Inspector has no device argument: the runtime picks the GPU through
-    # the backend (TensorRT engines, ONNX Runtime's CUDA provider when installed).
-    if s.device not in ("auto", "cpu"):
-        raise UserInputError(f"--device {s.device}: the Inspector has no device "
-                             f"selection; use --backend tensorrt for the GPU or --device cpu")
-    kwargs = {"model": model, "backend": s.backend, "threads": s.threads}
-    s.debug(f"Inspector({kwargs})")
-    return Inspector(**kwargs)
+    return Inspector(model=runtime, threads=s.threads)
+
+
+def open_encoder(model=None):
+    """The encoder Runtime for --device/--backend/--threads, after one line saying
+    which runtime on which device and why (silenced by --quiet)."""
+    from .runtime import choose, open_choice, resolve_default
+
+    s = settings()
+    choice = choose(resolve_default(model), s.backend, s.device)
+    s.info(choice.line())
+    s.debug(f"open_choice({choice}, threads={s.threads})")
+    return open_choice(choice, s.threads)

@@ -16,20 +16,23 @@ from . import features, postprocess, preprocess, scoring
 from .decision import Result, decide
 from .enrollment import Enrollment, EnrollSettings
 from .errors import EncoderMismatch
+from .gpu.device import road_device
 from .profile import Profile
 from .runtime.base import Runtime
+from .runtime.precision import check_precision
 
 __all__ = ["Inspector", "Result", "open_runtime"]
 TRANSFORM_KEYS = scoring.TRANSFORM_KEYS
 
 
-def open_runtime(model=None, backend: str = "auto", threads: int = 0) -> Runtime:
+def open_runtime(model=None, backend: str = "auto", threads: int = 0,
+                 device: str = "auto") -> Runtime:
     """A Runtime instance, a model path, "imagenet:<backbone>" or None (the bundled
-    encoder, resolved by runtime.load_runtime)."""
+    encoder, resolved by runtime.load_runtime on `device`: auto, cpu, cuda[:N])."""
     if isinstance(model, Runtime):
         return model
     from .runtime import load_runtime
-    return load_runtime(model, backend, threads, verbose=False)
+    return load_runtime(model, backend, threads, verbose=False, device=device)
 
 
 def single_thread_blas():
@@ -45,11 +48,14 @@ def _ms(t0: float) -> float:
 
 
 class Inspector:
-    def __init__(self, model=None, backend: str = "auto", threads: int = 0, batch_size: int = 8):
-        self.runtime = open_runtime(model, backend, threads)
+    def __init__(self, model=None, backend: str = "auto", threads: int = 0, batch_size: int = 8,
+                 device: str = "auto"):
+        self.runtime = open_runtime(model, backend, threads, device)
         self.meta = self.runtime.meta
         self.threads, self.batch_size = int(threads), max(1, int(batch_size))
         self._channels = None
+        # the torch road on the runtime's GPU, or None: the compiled core (gpu/device.py)
+        self.road_device = road_device(self.runtime)
 
     # ---- encoder -> features ----------------------------------------------------------
     @property
@@ -108,6 +114,9 @@ class Inspector:
     def _prepared(self, profile: Profile, overrides: dict) -> "scoring.Road":
         # cached on the profile object itself (id()-keyed caches go stale when ids are
         # reused); a replaced tensor rebuilds it, the threshold is read per call
+        if self.road_device is not None:
+            from .gpu.road import cached_road
+            return cached_road(profile, overrides, self.road_device)
         return scoring.road(profile, overrides)
 
     def check(self, profile: Profile) -> None:
@@ -117,6 +126,8 @@ class Inspector:
             raise EncoderMismatch(f"{profile.path or 'profile'}: enrolled at input size "
                                   f"{tuple(profile.image_size)}, the encoder takes "
                                   f"{tuple(self.meta.input_size)}; re-enroll")
+        # same hash, other precision (an INT8 engine of the FP32 encoder): runtime/precision.py
+        check_precision(profile.info, self.meta.extra, profile.path or "profile")
 
     def inspect(self, image, profile, **overrides) -> Result:
         return self.inspect_batch([image], profile, **overrides)[0]
@@ -140,6 +151,12 @@ class Inspector:
         times, t = {}, time.perf_counter()
         rgbs = [preprocess.load(im, preprocess.describe(im, offset + i)) for i, im in enumerate(images)]
         sizes = [r.shape[:2] for r in rgbs]
+        if self.road_device is not None:   # resize, encoder and road on the runtime's device
+            from .gpu.road import inspect_images
+            decode_ms, threshold = _ms(t), float(profile.threshold)
+            res, times = inspect_images(self.runtime, road, rgbs, threshold, sizes)
+            times["preprocess"] += decode_ms
+            return self._results(res, threshold, times, len(rgbs))
         x = preprocess.normalise([preprocess.resize(r, road.spec.input_size) for r in rgbs], self.meta)
         times["preprocess"] = _ms(t)
         t = time.perf_counter()
@@ -152,6 +169,10 @@ class Inspector:
         times["features"], times["score"] = core["features"], core["score"]
         # the map, image score, verdict and the resize to each image's size
         times["postprocess"] = max(0.0, _ms(t) - core["features"] - core["score"])
-        per_image = {k: v / len(rgbs) for k, v in times.items()}
+        return self._results(res, threshold, times, len(rgbs))
+
+    @staticmethod
+    def _results(res, threshold, times, n) -> List[Result]:
+        per_image = {k: v / n for k, v in times.items()}
         return [decide(res["scores"][i], res["maps_at"][i], threshold, per_image, res["defect"][i],
-                       res["reason"][i]) for i in range(len(rgbs))]
+                       res["reason"][i]) for i in range(n)]

@@ -36,7 +36,7 @@ FORMATS: Dict[str, Format] = {f.name: f for f in (
            "static QDQ INT8 ONNX for ONNX Runtime on the CPU, calibrated on --calib good images"),
     Format("engine", ".engine", "careg_edge.export.tensorrt", ("tensorrt",),
            ("imgsz", "opset", "precision", "batch", "workspace", "calib", "num_calib",
-            "timing_cache", "output"),
+            "timing_cache", "output", "device"),
            "pip install 'careg-edge[tensorrt]' on a machine with an NVIDIA GPU (JetPack on Jetson)",
            "TensorRT engine (+ .engine.json sidecar) for this machine's GPU; same as build-engine"),
 )}
@@ -45,7 +45,7 @@ FORMATS: Dict[str, Format] = {f.name: f for f in (
 # does not take it is a user mistake, not something to ignore silently.
 DEFAULTS = {"imgsz": None, "opset": 17, "simplify": False, "output": None, "calib": None,
             "num_calib": 64, "precision": "fp16", "batch": "1,4,16", "workspace": 2048,
-            "timing_cache": None}
+            "timing_cache": None, "device": "auto"}
 
 
 def help_text() -> str:
@@ -66,7 +66,7 @@ def check_options(fmt: Format, options: Dict[str, object]) -> Dict[str, object]:
             raise UserInputError(f"export option {key!r} is unknown")
         if key not in fmt.options and value != DEFAULTS[key]:
             takes = [f.name for f in FORMATS.values() if key in f.options]
-            raise UserInputError(f"--{key.replace('_', '-')} does not apply to --format {fmt.name} "
+            raise UserInputError(f"--{key.replace('_', '-')} {value} does not apply to --format {fmt.name} "
                                  f"(only to: {', '.join(takes) or 'none'})")
     if "calib" in fmt.options and fmt.name == "onnx-int8" and not options.get("calib"):
         raise UserInputError("--format onnx-int8 needs --calib FOLDER of good images")

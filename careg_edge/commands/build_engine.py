@@ -21,9 +21,14 @@ def command(onnx, precision, batch, workspace, calib, num_calib, timing_cache, o
     Needs TensorRT + cuda-python and an NVIDIA GPU; without them it says what to
     install (the CPU default is ONNX Runtime, which runs the .onnx directly).
 
-    Example: careg-edge build-engine encoder.onnx --precision fp16 --batch 1,4,16
+    The global --device cuda:N picks the GPU (default the first); --device cpu is refused.
+
+    Example: careg-edge --device cuda:0 build-engine encoder.onnx --precision fp16 --batch 1,4,16
     """
-    from ..runtime.tensorrt_backend import current_device, import_tensorrt
-    current_device(import_tensorrt())   # the one-line refusal comes before any work
+    from ..cli_context import settings
+    from ..runtime.tensorrt_backend import current_device, device_index, import_tensorrt
+    index = device_index(settings().device)
+    current_device(import_tensorrt(), index)   # the one-line refusal comes before any work
     from ..export.tensorrt import build_engine
-    build_engine(onnx, output, precision, batch, workspace, calib, num_calib, timing_cache)
+    build_engine(onnx, output, precision, batch, workspace, calib, num_calib, timing_cache,
+                 device=f"cuda:{index}")

@@ -28,7 +28,11 @@ D = DEFAULTS
 def command(model, fmt, **options):
     """Export MODEL (a checkpoint, 'imagenet:<backbone>' or, for onnx-int8/engine, an .onnx).
 
-    Prints what it wrote, its size and time, and the next command to run.
+    Prints what it wrote, its size and time, and the next command to run. The global
+    --device picks the GPU an engine is built on (cuda[:N]); ONNX is traced on the CPU.
     """
+    from ..cli_context import settings
     from ..export.formats import run
+    if fmt == "engine":
+        options["device"] = settings().device
     run(model, fmt, **options)

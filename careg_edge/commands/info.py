@@ -26,4 +26,4 @@ def command(as_json):
         click.echo(json.dumps(info, indent=1))
         return
     for k, v in info.items():
-        click.echo(f"{k:>24}: {v}")
+        click.echo(f"{k:>26}: {v}")

@@ -1,4 +1,5 @@
-"""ONNX Runtime backend: the embedded default (CPU EP), CUDA EP when that build is installed.
+"""ONNX Runtime backend: the embedded default (CPU EP); the CUDA and TensorRT EPs
+on a GPU when onnxruntime-gpu is installed.
 
 NumPy only: this module and everything it imports must never import torch.
 The encoder's EncoderMeta travels inside the ONNX file (metadata_props key
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -42,22 +43,71 @@ def meta_from_metadata(props: Dict[str, str], where: str) -> EncoderMeta:
 
 
 def cuda_available() -> bool:
-    return "CUDAExecutionProvider" in _ort().get_available_providers()
+    return CUDA_EP in _ort().get_available_providers()
+
+
+CUDA_EP, TENSORRT_EP, CPU_EP = "CUDAExecutionProvider", "TensorrtExecutionProvider", "CPUExecutionProvider"
+# The TensorRT EP builds one engine for this batch range (min, opt, max); a larger
+# batch is split, so the engine is never rebuilt at run time.
+TRT_EP_BATCH = (1, 8, 32)
+
+
+def trt_ep_cache_dir() -> Path:
+    """Where ONNX Runtime's TensorRT EP keeps its engines (a build takes minutes):
+    $CAREG_CACHE_DIR, else $XDG_CACHE_HOME/careg-edge, else ~/.cache/careg-edge."""
+    root = os.environ.get("CAREG_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "careg-edge")
+    return Path(root) / "ort-tensorrt"
+
+
+def session_providers(provider: Optional[str], device_id: int, input_hw=None) -> list:
+    """The `providers` argument of InferenceSession: the GPU EP asked for (with its
+    options), the CUDA EP for what TensorRT does not take, the CPU EP last."""
+    cuda = (CUDA_EP, {"device_id": int(device_id)})
+    if provider is None:
+        return [CPU_EP]
+    if provider == "cuda":
+        return [cuda, CPU_EP]
+    if provider != "tensorrt":
+        raise UserInputError(f"execution provider {provider!r}: use 'cuda' or 'tensorrt'")
+    opts = {"device_id": int(device_id), "trt_fp16_enable": False,  # FP32: the profiles' scores
+            "trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_ep_cache_dir()),
+            "trt_timing_cache_enable": True}
+    if input_hw is not None:
+        h, w = input_hw
+        for key, b in zip(("min", "opt", "max"), TRT_EP_BATCH):
+            opts[f"trt_profile_{key}_shapes"] = f"{INPUT_NAME}:{b}x3x{h}x{w}"
+    return [(TENSORRT_EP, opts), cuda, CPU_EP]
+
+
+def _device_id(device: str) -> int:
+    if device == "cpu":
+        return 0
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        return int(device[5:] or 0)
+    raise UserInputError(f"device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
 
 
 class OnnxRuntime(Runtime):
-    """`load` = constructor, `infer` per batch, `info` for humans."""
+    """`load` = constructor, `infer` per batch, `info` for humans.
 
-    def __init__(self, path, device: str = "cpu", threads: int = 0):
+    device "cpu" runs the CPU EP; "cuda[:N]" runs `provider` ("cuda" = the CUDA EP,
+    the default; "tensorrt" = the TensorRT EP, FP32, engines cached) on GPU N."""
+
+    def __init__(self, path, device: str = "cpu", threads: int = 0, provider: Optional[str] = None):
         ort = _ort()
         self.path = Path(path)
         if not self.path.is_file():
             raise UserInputError(f"{self.path}: ONNX file not found")
-        if device not in ("cpu", "cuda"):
-            raise UserInputError(f"device {device!r}: use 'cpu' or 'cuda'")
-        if device == "cuda" and not cuda_available():
-            raise MissingDependency("ONNX Runtime CUDA EP is not installed: "
-                                    "pip install onnxruntime-gpu, or use device='cpu'")
+        device_id = _device_id(device)
+        if device != "cpu":
+            provider = provider or "cuda"
+            wanted = TENSORRT_EP if provider == "tensorrt" else CUDA_EP
+            if wanted not in ort.get_available_providers():
+                raise MissingDependency(f"ONNX Runtime has no {wanted} here: pip uninstall "
+                                        "onnxruntime && pip install onnxruntime-gpu, or use device='cpu'")
+        else:
+            provider = None
         opts = ort.SessionOptions()
         # 0 = one thread per core (ORT's own default); a fixed number keeps a line
         # PC with other work responsive.
@@ -68,19 +118,33 @@ class OnnxRuntime(Runtime):
         # after the encoder took 2x as long, bench/bench_e2e.py).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = ["CPUExecutionProvider"]
-        if device == "cuda":
-            providers.insert(0, "CUDAExecutionProvider")
+        hw = None
+        if provider == "tensorrt":
+            hw = read_meta(self.path).input_size
+            trt_ep_cache_dir().mkdir(parents=True, exist_ok=True)
+        providers = session_providers(provider, device_id, hw)
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
         except Exception as e:  # ORT raises its own exception types for bad files
             raise UserInputError(f"{self.path}: ONNX Runtime cannot load it "
                                  f"({str(e).splitlines()[0][:200]})") from None
+        self._check_started(providers, device)
         props = self.session.get_modelmeta().custom_metadata_map
         self.meta = meta_from_metadata(props, str(self.path))
-        self.device, self.threads = device, int(threads)
-        self.name = f"onnxruntime-{device}"
+        self.device, self.threads, self.provider = device, int(threads), provider
+        self.name = "onnxruntime-cpu" if provider is None else f"onnxruntime-{provider}"
         self._check_io()
+
+    def _check_started(self, providers: list, device: str) -> None:
+        """ORT falls back to the CPU, with a log line only, when a GPU EP cannot start
+        (CUDA/cuDNN/TensorRT libraries missing): refuse instead of running slow unnoticed."""
+        first = providers[0] if isinstance(providers[0], str) else providers[0][0]
+        active = list(self.session.get_providers())
+        if first != CPU_EP and (not active or active[0] != first):
+            raise MissingDependency(
+                f"{self.path}: ONNX Runtime could not start {first} on {device} (running: "
+                f"{', '.join(active)}); its CUDA/cuDNN{'/TensorRT' if first == TENSORRT_EP else ''} "
+                "libraries must match the onnxruntime-gpu build, or use --device cpu")
 
     def _check_io(self) -> None:
         names = [o.name for o in self.session.get_outputs()]
@@ -91,12 +155,16 @@ class OnnxRuntime(Runtime):
 
     def infer(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
         batch = check_batch(batch, self.meta)
+        top = TRT_EP_BATCH[2]
+        if self.provider == "tensorrt" and batch.shape[0] > top:   # stay inside the profile
+            parts = [self.infer(batch[i:i + top]) for i in range(0, batch.shape[0], top)]
+            return {k: np.concatenate([p[k] for p in parts]) for k in OUTPUT_NAMES}
         outs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
         return dict(zip(OUTPUT_NAMES, outs))
 
     def info(self) -> Dict[str, str]:
         d = super().info()
-        d.update(file=str(self.path), providers=", ".join(self.session.get_providers()),
+        d.update(file=str(self.path), device=self.device, providers=", ".join(self.session.get_providers()),
                  threads=str(self.threads or os.cpu_count()),
                  precision=self.meta.extra.get("precision", "fp32"))
         return d

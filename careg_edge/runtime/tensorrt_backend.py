@@ -9,9 +9,14 @@ Device buffers go through cuda-python (NVIDIA's official bindings; wheels for
 x86-64 and aarch64/Jetson, no compiler needed, no context of its own that
 fights TensorRT's); see docs/export.md.
 
-NOT RUN: no machine of this project has TensorRT or a GPU. The code follows the
-TensorRT 10 Python API (named tensors, execute_async_v3); the sidecar logic is
-pure Python and is tested here.
+Not run on hardware (no machine of this project has TensorRT; docs/gpu.md). The
+code uses the named-tensor API (set_input_shape, set_tensor_address,
+execute_async_v3) that TensorRT 8.5+ and 10 share; the sidecar logic is pure
+Python and tested, the calls are tested against a recording fake tensorrt module.
+
+The engine's precision (fp32 | fp16 | int8) goes into its EncoderMeta's extra
+"precision", so an Inspector can compare it with the one a profile was enrolled
+with (runtime/precision.py).
 """
 from __future__ import annotations
 
@@ -66,14 +71,35 @@ def sidecar_path(engine) -> Path:
     return Path(str(engine) + ".json")
 
 
-def current_device(trt=None) -> Dict[str, str]:
-    """What this machine would build: TensorRT version, GPU name, compute capability."""
+def device_index(device) -> int:
+    """"cuda" / "cuda:N" / N -> N; "cpu" is refused (engines run on a GPU only)."""
+    text = str(device)
+    if text.isdigit():
+        return int(text)
+    if text in ("auto", "cuda"):
+        return 0
+    if text.startswith("cuda:") and text[5:].isdigit():
+        return int(text[5:])
+    raise UserInputError(f"--device {text}: a TensorRT engine is built and run on a GPU; "
+                         "use --device cuda[:N] (or the .onnx in ONNX Runtime on the CPU)")
+
+
+def current_device(trt=None, index: int = 0) -> Dict[str, str]:
+    """What GPU `index` would build: TensorRT version, GPU name, compute capability.
+    Also makes it the current CUDA device, so the engine is built/run there."""
     trt = trt or import_tensorrt()
     rt = cudart()
     try:
-        props = cuda_call(rt.cudaGetDeviceProperties(0))
+        count = cuda_call(rt.cudaGetDeviceCount())
     except RuntimeError:
-        raise MissingDependency(f"no CUDA GPU is visible. {INSTALL_HINT}") from None
+        count = 0
+    if not count:
+        raise MissingDependency(f"no CUDA GPU is visible. {INSTALL_HINT}")
+    if index >= count:
+        raise UserInputError(f"--device cuda:{index}: this machine has {count} CUDA "
+                             f"device{'s' if count > 1 else ''} (cuda:0 .. cuda:{count - 1})")
+    cuda_call(rt.cudaSetDevice(index))
+    props = cuda_call(rt.cudaGetDeviceProperties(index))
     name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
     return {"tensorrt_version": trt.__version__, "gpu_name": name.strip("\x00 "),
             "compute_capability": f"{props.major}.{props.minor}"}
@@ -125,6 +151,14 @@ def check_sidecar(doc: dict, engine, device: Dict[str, str], onnx_hash: Optional
                               f"{doc.get('onnx_file')} (ONNX hash differs): {fix}")
 
 
+def engine_meta(doc: dict) -> EncoderMeta:
+    """The sidecar's EncoderMeta with the engine's own precision in extra["precision"]
+    (the ONNX's extra may say fp32 or int8-qdq; what runs is the engine)."""
+    d = dict(doc["encoder_meta"])
+    d["extra"] = dict(d.get("extra") or {}, precision=str(doc["precision"]))
+    return EncoderMeta.from_dict(d)
+
+
 def onnx_hash_if_present(doc: dict, engine) -> Optional[str]:
     """Hash of the ONNX the engine came from, when it is still beside the engine."""
     name = doc.get("onnx_file")
@@ -139,16 +173,17 @@ def onnx_hash_if_present(doc: dict, engine) -> Optional[str]:
 class TensorRTRuntime(Runtime):
     name = "tensorrt"
 
-    def __init__(self, engine):
+    def __init__(self, engine, device="cuda:0"):
         self.path = Path(engine)
         if not self.path.is_file():
             raise UserInputError(f"{self.path}: engine file not found")
+        self.device = f"cuda:{device_index(device)}"
         trt = import_tensorrt()
         doc = read_sidecar(self.path)
-        check_sidecar(doc, self.path, current_device(trt), onnx_hash_if_present(doc, self.path),
-                      sha256_file(self.path))
-        self.meta = EncoderMeta.from_dict(doc["encoder_meta"])
+        check_sidecar(doc, self.path, current_device(trt, device_index(device)),
+                      onnx_hash_if_present(doc, self.path), sha256_file(self.path))
         self.precision, self.max_batch = doc["precision"], int(doc["profile"]["max"])
+        self.meta = engine_meta(doc)
         self._trt, self._rt = trt, cudart()
         self._logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(self.path.read_bytes())
@@ -197,7 +232,8 @@ class TensorRTRuntime(Runtime):
 
     def info(self) -> Dict[str, str]:
         d = super().info()
-        d.update(file=str(self.path), precision=self.precision, max_batch=str(self.max_batch))
+        d.update(file=str(self.path), device=self.device, precision=self.precision,
+                 max_batch=str(self.max_batch))
         return d
 
     def __del__(self):
