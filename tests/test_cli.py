@@ -148,7 +148,7 @@ def fake(monkeypatch):
 
 
 def test_verbs_registry_matches_issue():
-    assert VERBS == ["train", "export", "build-engine", "enroll", "calibrate", "run", "eval", "bench",
+    assert VERBS == ["train", "export", "build-engine", "enroll", "calibrate", "run", "serve", "eval", "bench",
                      "info", "demo"]
     assert set(OURS) <= set(present_verbs())
     assert Path(__file__).resolve().parents[1].joinpath("careg_edge/commands/run.py").exists()
