@@ -2,10 +2,11 @@
 runtime's device. Torch-free, so the pipeline can ask without importing torch."""
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Optional
 
-from ..errors import UserInputError
+from ..errors import MissingDependency, UserInputError
 
 ENV = "CAREG_GPU_ROAD"   # auto (unset) | 0 (always the C++ core) | 1 (torch road, any device)
 _OFF, _ON, _AUTO = ("0", "false", "no", "off"), ("1", "true", "yes", "on"), ("", "auto")
@@ -24,9 +25,10 @@ def road_device(runtime, gpu_road: Optional[bool] = None) -> Optional[str]:
     """The device of the torch road for this runtime, or None for the compiled core.
 
     gpu_road None follows $CAREG_GPU_ROAD: unset/auto = the torch road exactly when the
-    runtime is on CUDA; 0 = never (debugging on a GPU machine); 1 = always, on the
-    runtime's device (CPU torch included: how CI runs the road). True/False win over
-    the environment."""
+    runtime is on CUDA and torch is installed (ONNX Runtime / TensorRT runtimes on a
+    GPU without torch keep the core); 0 = never (debugging on a GPU machine); 1 =
+    always, on the runtime's device (CPU torch included: how CI runs the road).
+    True/False win over the environment."""
     if gpu_road is None:
         env = os.environ.get(ENV, "").strip().lower()
         if env in _OFF:
@@ -37,6 +39,9 @@ def road_device(runtime, gpu_road: Optional[bool] = None) -> Optional[str]:
     if gpu_road is False:
         return None
     dev = runtime_device(runtime)
-    if gpu_road is None and not dev.startswith("cuda"):
+    has_torch = importlib.util.find_spec("torch") is not None   # without importing it
+    if gpu_road is None and not (dev.startswith("cuda") and has_torch):
         return None
+    if not has_torch:
+        raise MissingDependency(f"${ENV}=1: the torch road needs torch: pip install 'careg-edge[train]'")
     return dev
