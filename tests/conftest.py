@@ -33,3 +33,23 @@ def magnetic_tile() -> Path:
 @pytest.fixture
 def resnet50v2_weights() -> Path:
     return shared_path("weights", "resnet50v2_imagenet_stem_layer1-3.safetensors")
+
+
+def _no_cuda_reason():
+    """Why the `gpu` tests cannot run here, or None when torch sees a CUDA GPU."""
+    try:
+        import torch
+    except ImportError:
+        return "gpu test: torch is not installed"
+    if not torch.cuda.is_available():
+        return "gpu test: no CUDA device (torch.cuda.is_available() is False)"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    # CPU CI: every test marked gpu skips, with the reason, instead of failing.
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    reason = _no_cuda_reason() if gpu_items else None
+    if reason:
+        for item in gpu_items:
+            item.add_marker(pytest.mark.skip(reason=reason))
