@@ -308,3 +308,15 @@ def test_torch_road_matches_core_real_images(real, estimator):
             x = preprocess.normalise([preprocess.resize(i, tuple(prof.image_size)) for i in imgs], insp.meta)
             out = insp.runtime.infer(x)
             compare(prof, out, "cpu", sizes=[i.shape[:2] for i in imgs])
+
+
+def test_reduced_matmul_precision_is_lifted_for_the_road_and_restored(toy, toy_profiles):
+    prof = with_rule(toy_profiles[("orthoad", "unwarp")], "max")   # projection + Mahalanobis
+    out = _outputs(toy, _batch(), tuple(prof.image_size))
+    was = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        compare(prof, out, "cpu")
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(was)

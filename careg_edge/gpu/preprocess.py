@@ -97,8 +97,9 @@ def to_input(rgbs: Sequence[np.ndarray], size: Tuple[int, int], meta, device) ->
     mean = torch.tensor(np.asarray(meta.mean, np.float32), device=device)[None, :, None, None]
     std = torch.tensor(np.asarray(meta.std, np.float32), device=device)[None, :, None, None]
     for shape, idx in groups.items():
-        batch = torch.from_numpy(np.stack([staged[i] for i in idx])).to(device)
-        x = batch.permute(0, 3, 1, 2)
+        # one upload per image: stacking on the host first would copy every frame once more
+        x = torch.stack([torch.from_numpy(np.ascontiguousarray(staged[i])).to(device) for i in idx])
+        x = x.permute(0, 3, 1, 2)
         x = _resize_group(x, size) if tuple(shape) != size else x.float()
         out[idx] = (x * scale - mean) / std
     return out

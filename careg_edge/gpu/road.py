@@ -155,9 +155,11 @@ class GpuRoad:
         return Inspection(r["scores"], r["maps"], r["defect"], r["reason"])
 
     def inspect_dict(self, out, threshold: float,
-                     sizes: Optional[Sequence[Tuple[int, int]]] = None) -> dict:
+                     sizes: Optional[Sequence[Tuple[int, int]]] = None, host_maps: bool = True) -> dict:
         """Exactly `_core.inspect`'s result: {dist, maps, scores, defect, reason, maps_at,
-        timings} as NumPy arrays / lists (maps_at: each map at its image's size)."""
+        timings} as NumPy arrays / lists (maps_at: each map at its image's size).
+        host_maps=False leaves dist and maps on the device (the Inspector reads only
+        maps_at: one transfer of the maps, not two)."""
         r = self.run(out, threshold)
         B = len(r["scores"])
         if sizes is not None and len(sizes) != B:
@@ -167,7 +169,8 @@ class GpuRoad:
             maps_at = resize_each(r["maps"], sizes) if sizes is not None else []
         r["timings"]["postprocess"] += _ms(t)
         r["maps_at"] = maps_at
-        r["dist"], r["maps"] = r["dist"].cpu().numpy(), r["maps"].cpu().numpy()
+        if host_maps:
+            r["dist"], r["maps"] = r["dist"].cpu().numpy(), r["maps"].cpu().numpy()
         return r
 
 
@@ -219,7 +222,7 @@ def inspect_images(runtime, road: GpuRoad, rgbs: Sequence[np.ndarray], threshold
     _sync(road.device)
     times["encode"] = _ms(t)
     t = time.perf_counter()
-    res = road.inspect_dict(out, threshold, sizes)
+    res = road.inspect_dict(out, threshold, sizes, host_maps=False)
     core = res["timings"]
     times["features"], times["score"] = core["features"], core["score"]
     times["postprocess"] = max(0.0, _ms(t) - core["features"] - core["score"])
