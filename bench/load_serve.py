@@ -70,12 +70,20 @@ def _free(port: int) -> bool:
 
 
 def make_profiles(folder: Path, insp) -> None:
-    """Three small products from the demo flange's good images (seconds, not minutes)."""
+    """Three small products from the demo flange's good images (seconds, not minutes).
+    Enrolled without augmentation they pass every demo test image, so each threshold is
+    set between two test scores near their median: the verdicts then split, and a
+    verdict that disagrees with the reference cannot hide behind "all ok"."""
     from careg_edge.demo import DATA
     good = sorted(str(p) for p in (DATA / "train" / "good").glob("*.png"))
+    tests = [str(p) for p in sorted((DATA / "test").glob("*/*.png"))]
     folder.mkdir(parents=True, exist_ok=True)
     for name, est, part in PRODUCTS:
-        insp.enroll(good[part], estimator=est, augment="none", seed=0).save(folder / f"{name}.careg")
+        prof = insp.enroll(good[part], estimator=est, augment="none", seed=0)
+        s = np.sort([r.score for r in insp.inspect_batch(tests, prof)])
+        mid = len(s) // 2
+        prof.set_threshold(float(s[mid - 1] + s[mid]) / 2, {"source": "bench/load_serve.py: split verdicts"})
+        prof.save(folder / f"{name}.careg")
 
 
 def frame_files():
