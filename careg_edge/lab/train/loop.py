@@ -163,11 +163,13 @@ def theta_weight_at(cfg: TrainConfig, step: int, total: int) -> float:
 
 def recover(enc, opt) -> None:
     """After a dead step: every STN halfway back to the identity (rebuilt as the
-    identity when its weights are not finite), and its momentum cleared so the
+    identity when its weights or BN statistics are not finite: the dead step's
+    forward pass has already updated those), and its momentum cleared so the
     next update does not push it straight back out."""
     for stn in enc.stn:
         stn_params = list(stn.parameters())
-        if not all(bool(torch.isfinite(p).all()) for p in stn_params):
+        tensors = stn_params + [t for t in stn.buffers() if t.is_floating_point()]
+        if not all(bool(torch.isfinite(t).all()) for t in tensors):
             stn.reset_identity()
         else:
             stn.shrink_to_identity(0.5)

@@ -6,19 +6,21 @@ that a step has anything to learn from.
 * self-registration (`loss_self`): the registered maps of the augmented query
   against those of the same query unaugmented (no heads in the path);
 * θ supervision (`loss_theta`): the query's applied transform A is known, so
-  the STN's cumulative θ on A·x is pulled towards A⁻¹·sg(θ(x)), θ(x) being what
-  the same STN does to the unaugmented query.
+  each stage's cumulative θ on A·x is pulled towards A⁻¹.
 
 Why the θ term: both feature-space terms are flat in the direction that matters.
 A common transform, plus heads or trunk maps that tolerate misalignment, scores
 about as well as undoing each image's own A, so training drifted or collapsed
 instead of registering (val_corr between -0.25 and +0.21 over thousands of GPU
-steps). The θ loss has its unique minimum at per-image registration and a
-gradient that does not vanish when the maps are smooth. Its target is relative
-(A⁻¹ composed with θ of the plain image) rather than A⁻¹ alone: a category's
-natural pose varies (a gear at any angle), and only the part of the pose that
-was applied here is a label the network can know. A constant θ cannot satisfy
-θ(A·x) = A⁻¹·θ(x) for every A, so this term cannot be met by collapsing.
+steps). The θ loss has its minimum at per-image registration, a gradient that
+does not vanish when the maps are smooth, and no constant θ meets it for every A.
+The label is A⁻¹ itself, i.e. "back to the pose the category has in the data".
+A relative label, A⁻¹ composed with the STN's own θ on the unaugmented query,
+would leave a category's natural pose free, but it chases itself: in trials its
+value rose from 0.15 to over 3 within 300 steps, with or without gradient
+clipping, while the fixed label fell steadily. Where a category's natural pose
+varies widely (the synthetic gear and washer, ±180°) the label is partly
+unknowable from the image and the term pulls towards the average there.
 """
 from __future__ import annotations
 
@@ -51,22 +53,21 @@ def step_terms(enc, head, norm, query, support, cfg, gen) -> StepTerms:
     """One step's loss terms.
 
     The unaugmented queries ride in the same batch (after the supports) when the
-    self or θ term needs them; with both weights 0 nothing extra is encoded, so
-    the step is exactly the registration-only step."""
+    self term needs them; with self and θ weights 0 the step is exactly the
+    registration-only step."""
     from ...encoder.heads import inside_image, self_registration_loss
     from ...encoder.stn import compose
     b, k = support.shape[:2]
     aug = random_affine(b, cfg, gen)
     plain = norm(query)
     q = augment(plain, aug)
-    with_self, with_theta = cfg.self_weight > 0, cfg.theta_weight > 0
-    with_plain = with_self or with_theta
+    with_self = cfg.self_weight > 0
     n = b * (1 + k)  # queries + supports; the plain queries (if any) follow
-    batch = [q, norm(support.flatten(0, 1))] + ([plain] if with_plain else [])
+    batch = [q, norm(support.flatten(0, 1))] + ([plain] if with_self else [])
     *feats, theta, _ = enc(torch.cat(batch))
     qf = [f[:b] for f in feats]
     sf = [f[b:n].reshape(b, k, *f.shape[1:]) for f in feats]
-    theta_term = theta_loss(theta[:b], theta[n:].detach(), aug.to(theta)) if with_theta else None
+    theta_term = theta_loss(theta[:b], aug.to(theta)) if cfg.theta_weight > 0 else None
     # compare only positions that see the image in the query and in every support
     # (the query's own augmentation also moved pixels in from the border)
     th = theta.detach()
@@ -84,17 +85,16 @@ def step_terms(enc, head, norm, query, support, cfg, gen) -> StepTerms:
     return StepTerms(reg, self_term, theta_term, positions, bool(torch.isfinite(th).all()))
 
 
-def theta_loss(theta_aug: torch.Tensor, theta_plain: torch.Tensor, aug: torch.Tensor) -> torch.Tensor:
-    """Squared error between each stage's cumulative θ on the augmented query
-    [B,3,2,3] and its target A⁻¹·θ_plain: augment samples x at A·p and the STN
-    then samples at θ·p, so the augmented copy reads x at A·θ·p, which is what
-    the plain copy reads (θ_plain·p) when θ = A⁻¹·θ_plain. Summed over the six
-    entries, averaged over images and stages (a rotation error δ costs ≈ 2δ²).
-    Modes that cannot express part of A (no translation in rotation_scale) leave
-    a constant in the value and no gradient from it."""
-    from ...encoder.stn import compose, invert
-    target = compose(invert(aug).unsqueeze(1), theta_plain)
-    return ((theta_aug - target) ** 2).sum(dim=(-2, -1)).mean()
+def theta_loss(theta_aug: torch.Tensor, aug: torch.Tensor) -> torch.Tensor:
+    """Squared error between each stage's cumulative θ on the augmented queries
+    [B,3,2,3] and A⁻¹ [B,2,3]: augment samples x at A·p and the STN then samples
+    at θ·p, so the registered query reads x at A·θ·p, which is x itself when
+    θ = A⁻¹. Summed over the six entries, averaged over images and stages (a
+    rotation error δ costs 4(1 − cos δ) ≈ 2δ²). Modes that cannot express part
+    of A (no translation in rotation_scale) leave a constant in the value and
+    no gradient from it."""
+    from ...encoder.stn import invert
+    return ((theta_aug - invert(aug).unsqueeze(1)) ** 2).sum(dim=(-2, -1)).mean()
 
 
 def step_loss(enc, head, norm, query, support, cfg, gen):
