@@ -3,7 +3,7 @@ careg_edge.scoring) and the float64 NumPy oracle (tests/reference.road): every
 estimator x image-score rule x localisation mode, on the fixtures of
 tests/test_core_road.py (a toy encoder with a registration shift; MPDD metal_plate
 when present). Runs on CPU torch everywhere; the `gpu` tests repeat the comparison
-on CUDA and skip, with the reason, on machines without one.
+on CUDA (tests/conftest.py skips them, with the reason, on machines without one).
 
 Tolerance (float32 torch vs float32 core vs float64 oracle): image scores within
 rtol 1e-4, verdicts and reasons' verdict identical, distances within rtol 1e-4 and
@@ -29,7 +29,6 @@ from tests.test_pipeline import ToyRuntime, _texture  # noqa: E402
 
 RTOL = 1e-4
 SIZES = [(64, 64), (100, 80), (64, 64), (30, 30)]   # each map also at its image's size
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: torch.cuda.is_available() is False")
 
 
 def compare(prof, out, device, threshold=None, overrides=None, sizes=SIZES):
@@ -246,8 +245,7 @@ def test_device_preprocess_matches_host(shape):
 
 # ---- CUDA: the same comparisons on the GPU ------------------------------------------
 
-@pytest.mark.gpu
-@CUDA
+@pytest.mark.gpu   # tests/conftest.py skips it, with the reason, without CUDA
 def test_torch_road_matches_core_on_cuda_synthetic(toy, toy_profiles):
     check_all(toy, toy_profiles, "cuda")
     for mode in MODES:
@@ -256,8 +254,7 @@ def test_torch_road_matches_core_on_cuda_synthetic(toy, toy_profiles):
         compare(prof, out, "cuda", overrides={"search": "local", "radius": 1})
 
 
-@pytest.mark.gpu
-@CUDA
+@pytest.mark.gpu   # tests/conftest.py skips it, with the reason, without CUDA
 @pytest.mark.parametrize("shape", [(128, 128), (200, 150), (40, 50)])
 def test_device_preprocess_matches_host_on_cuda(shape):
     rng = np.random.default_rng(1)
@@ -270,8 +267,7 @@ def test_device_preprocess_matches_host_on_cuda(shape):
     assert (diff > 1e-5).mean() <= 0.01
 
 
-@pytest.mark.gpu
-@CUDA
+@pytest.mark.gpu   # tests/conftest.py skips it, with the reason, without CUDA
 def test_inspector_on_cuda_uses_the_torch_road_and_agrees(monkeypatch):
     """A real encoder on CUDA: the torch road on the encoder's own outputs equals the
     core on the same outputs (copied to the host), for every estimator."""
