@@ -316,3 +316,13 @@ def test_reduced_matmul_precision_is_lifted_for_the_road_and_restored(toy, toy_p
         assert torch.get_float32_matmul_precision() == "medium"
     finally:
         torch.set_float32_matmul_precision(was)
+
+
+def test_empty_batch_gives_empty_results_like_the_core(toy, toy_profiles):
+    prof = toy_profiles[("patchcore", "unwarp")]
+    out = {k: v[:0].copy() for k, v in _outputs(toy, _batch()[:1], tuple(prof.image_size)).items()}
+    core = scoring.inspect(scoring.road(prof), out, prof.threshold, [])
+    got = GpuRoad(prof, "cpu").inspect_dict(out, prof.threshold, [])
+    for k in ("dist", "maps", "scores"):
+        assert got[k].shape == core[k].shape
+    assert got["defect"] == list(core["defect"]) == [] and got["maps_at"] == list(core["maps_at"]) == []

@@ -42,7 +42,8 @@ def check_outputs(out: Dict[str, torch.Tensor], channels) -> int:
     for n in ("theta", "theta_inv"):
         if tuple(out[n].shape) != (b, 3, 2, 3):
             raise CaregError(f"{n} must be [B, 3, 2, 3] with B = {b}, got {list(out[n].shape)}")
-    _check_finite(out, b)
+    if b:
+        _check_finite(out, b)
     return b
 
 

@@ -116,6 +116,8 @@ class GpuRoad:
     def _run(self, out: Dict[str, torch.Tensor], threshold: float) -> dict:
         t = time.perf_counter()
         B = check_outputs(out, self.assembly.channels)
+        if B == 0:
+            return self._empty()
         x = self.assembly(out)
         bad = (~torch.isfinite(x)).reshape(B, -1).sum(1).cpu()
         for b, c in enumerate(bad.tolist()):
@@ -147,6 +149,13 @@ class GpuRoad:
         return {"dist": dist.reshape(B, gh, gw), "maps": maps, "scores": scores,
                 "defect": [d for d, _ in judged], "reason": [r for _, r in judged],
                 "timings": timings}
+
+    def _empty(self) -> dict:
+        gh, gw = self.spec.grid
+        z = torch.zeros
+        return {"dist": z((0, gh, gw), device=self.device), "maps": z((0,) + self.image_size, device=self.device),
+                "scores": np.zeros(0, np.float32), "defect": [], "reason": [],
+                "timings": {"features": 0.0, "score": 0.0, "postprocess": 0.0}}
 
     def inspect(self, feat1, feat2, feat3, theta, theta_inv, threshold: float) -> Inspection:
         """The road on one batch of encoder outputs (tensors on any device, or arrays)."""
