@@ -326,3 +326,12 @@ def test_empty_batch_gives_empty_results_like_the_core(toy, toy_profiles):
     for k in ("dist", "maps", "scores"):
         assert got[k].shape == core[k].shape
     assert got["defect"] == list(core["defect"]) == [] and got["maps_at"] == list(core["maps_at"]) == []
+
+
+def test_read_only_frames_upload_without_a_warning(recwarn):
+    meta = ToyRuntime().meta
+    img = _texture(7, 128)
+    img.setflags(write=False)                  # a decoded frame handed over read-only
+    got = gpu_preprocess.to_input([img], (64, 64), meta, "cpu").numpy()
+    np.testing.assert_array_equal(got, preprocess.normalise([preprocess.resize(img, (64, 64))], meta))
+    assert not [w for w in recwarn if "not writable" in str(w.message)]

@@ -10,6 +10,7 @@ then runs on CPU torch, where every CI machine tests it against the compiled cor
     device.py      which device the road runs on (runtime's device, CAREG_GPU_ROAD)
     preprocess.py  uint8 images -> resized, normalised NCHW on the device
     precision.py   full float32 matmuls while the road runs (no TF32)
+    transfer.py    host arrays onto the device
     sample.py      affine resampling with the project's theta convention
     assemble.py    encoder outputs -> features [B, P, D]
     distances.py   Mahalanobis, PatchCore kNN (global / registered-local), Eq. 7

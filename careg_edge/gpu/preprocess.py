@@ -20,6 +20,7 @@ import torch
 
 from .. import preprocess as host
 from .precision import full_fp32
+from .transfer import upload
 
 
 def area_weights(src: int, dst: int) -> np.ndarray:
@@ -98,7 +99,7 @@ def to_input(rgbs: Sequence[np.ndarray], size: Tuple[int, int], meta, device) ->
     std = torch.tensor(np.asarray(meta.std, np.float32), device=device)[None, :, None, None]
     for shape, idx in groups.items():
         # one upload per image: stacking on the host first would copy every frame once more
-        x = torch.stack([torch.from_numpy(np.ascontiguousarray(staged[i])).to(device) for i in idx])
+        x = torch.stack([upload(staged[i], device) for i in idx])
         x = x.permute(0, 3, 1, 2)
         x = _resize_group(x, size) if tuple(shape) != size else x.float()
         out[idx] = (x * scale - mean) / std

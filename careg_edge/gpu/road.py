@@ -30,6 +30,7 @@ from .assemble import Assembly, check_outputs
 from .distances import Bank, mahalanobis, reweighted, unpack_factor
 from .maps import Blur, check_invertible, image_scores, resize_each, unwarp
 from .precision import full_fp32
+from .transfer import upload
 
 
 class Inspection(NamedTuple):
@@ -104,8 +105,7 @@ class GpuRoad:
         for n in ("feat1", "feat2", "feat3", "theta", "theta_inv"):
             if n not in out:
                 raise CaregError(f"encoder outputs lack '{n}'")
-            a = out[n] if isinstance(out[n], torch.Tensor) else torch.from_numpy(np.asarray(out[n]))
-            res[n] = a.to(self.device, torch.float32)
+            res[n] = upload(out[n], self.device).to(torch.float32)
         return res
 
     def run(self, out, threshold: float) -> dict:
@@ -215,7 +215,7 @@ def device_outputs(runtime, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         with torch.inference_mode():
             return dict(zip(OUTPUT_NAMES, runtime.encoder(x)))
     out = runtime.infer(x.cpu().numpy())
-    return {n: torch.from_numpy(np.asarray(out[n])).to(x.device) for n in OUTPUT_NAMES}
+    return {n: upload(out[n], x.device) for n in OUTPUT_NAMES}
 
 
 def inspect_images(runtime, road: GpuRoad, rgbs: Sequence[np.ndarray], threshold: float,
