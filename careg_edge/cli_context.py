@@ -72,23 +72,24 @@ def settings() -> Settings:
     return obj if isinstance(obj, Settings) else Settings()
 
 
-def make_inspector(model=None):
+def make_inspector(model=None, backend=None):
     """The one place the CLI builds an Inspector from the global options: the runtime
-    is chosen here (runtime/select.py) so the choice and its reason reach stderr."""
+    is chosen here (runtime/select.py) so the choice and its reason reach stderr.
+    backend None or "auto" = the global --backend."""
     from .pipeline import Inspector
 
-    runtime = open_encoder(model)
-    s = settings()
-    return Inspector(model=runtime, threads=s.threads)
+    runtime = open_encoder(model, backend)
+    return Inspector(model=runtime, threads=settings().threads)
 
 
-def open_encoder(model=None):
+def open_encoder(model=None, backend=None):
     """The encoder Runtime for --device/--backend/--threads, after one line saying
     which runtime on which device and why (silenced by --quiet)."""
     from .runtime import choose, open_choice, resolve_default
 
     s = settings()
-    choice = choose(resolve_default(model), s.backend, s.device)
+    backend = s.backend if backend in (None, "auto") else backend
+    choice = choose(resolve_default(model), backend, s.device)
     s.info(choice.line())
     s.debug(f"open_choice({choice}, threads={s.threads})")
     return open_choice(choice, s.threads)

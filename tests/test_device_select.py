@@ -297,6 +297,19 @@ def test_info_lists_what_was_found(monkeypatch):
     assert d["auto picks for .onnx"].startswith("onnxruntime-tensorrt on cuda:0")
 
 
+@pytest.mark.parametrize("device,script,extra", [("auto", "bench_e2e.py", []),
+                                                  ("cuda:1", "bench_gpu.py", ["--device", "cuda:1"])])
+def test_bench_verb_runs_the_script_of_the_device(monkeypatch, device, script, extra):
+    import runpy
+    import sys
+    ran = {}
+    monkeypatch.setattr(runpy, "run_path", lambda path, run_name: ran.update(path=path, argv=sys.argv))
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    r = CliRunner().invoke(cli, ["--device", device, "bench", "--n", "3"])
+    assert r.exit_code == 0, r.output
+    assert ran["path"].endswith("bench/" + script) and ran["argv"][1:] == extra + ["--n", "3"]
+
+
 # ---- precision of the profile vs the encoder -----------------------------------------
 
 def test_profile_precision_against_encoder():
@@ -311,3 +324,35 @@ def test_profile_precision_against_encoder():
         check_precision({"encoder": {"extra": {"precision": "int8-qdq"}}}, {}, "p.careg")
     with pytest.warns(UserWarning, match="enrolled on a fp32 encoder, scoring with fp16"):
         check_precision(fp32, {"precision": "fp16"}, "p.careg")
+
+
+# ---- on a CUDA machine (marked gpu: skipped with the reason elsewhere) --------------------
+
+@pytest.mark.gpu
+def test_cli_device_cuda_matches_cpu(tmp_path):
+    """`--device cuda` end to end with the torch backend: the log line names cuda:0 and
+    the scores of a CPU-enrolled profile agree with `--device cpu` (TF32 convolutions
+    and the GPU road's float order: 2e-3 relative)."""
+    import cv2
+    rng = np.random.default_rng(0)
+    good = tmp_path / "good"
+    good.mkdir()
+    base = cv2.GaussianBlur((rng.random((224, 224, 3)) * 255).astype(np.uint8), (0, 0), 6)
+    for i in range(6):
+        img = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(good / f"good_{i}.png"), img)
+    model, prof = "imagenet:efficientnet_lite0", str(tmp_path / "p.careg")
+    r = CliRunner().invoke(cli, ["--device", "cpu", "enroll", "--support", str(good), "--model", model,
+                                 "--estimator", "padim", "--augment", "none", "-o", prof])
+    assert r.exit_code == 0, r.output
+    scores = {}
+    for device in ("cpu", "cuda"):
+        r = CliRunner().invoke(cli, ["--device", device, "run", "--profile", prof, "--model", model,
+                                     "--images", str(good)])
+        assert r.exit_code == 0, r.output
+        if device == "cuda":
+            assert f"encoder runtime torch on cuda:0 for {model}: asked for" in r.output
+        scores[device] = np.array([json.loads(ln)["score"] for ln in r.output.splitlines()
+                                   if ln.startswith("{")])
+    assert len(scores["cuda"]) == 6
+    np.testing.assert_allclose(scores["cuda"], scores["cpu"], rtol=2e-3)

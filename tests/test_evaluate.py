@@ -277,6 +277,9 @@ def test_report_writes_json_html_and_pngs(data, tmp_path):
 def test_cli_eval_with_fake_inspector(data, tmp_path, monkeypatch, capsys):
     from careg_edge.cli import main
     monkeypatch.setattr(protocol, "default_inspector", lambda cfg: FakeInspector([]))
+    # the verb builds its Inspectors through the CLI's (global --device, --threads)
+    monkeypatch.setattr("careg_edge.cli_context.make_inspector",
+                        lambda model=None, backend=None: FakeInspector([]))
     monkeypatch.setattr(evaluate, "__defaults__", tuple(
         FakeInspectorFactory() if callable(d) and getattr(d, "__name__", "") == "default_inspector" else d
         for d in evaluate.__defaults__))

@@ -79,6 +79,7 @@ def command(data, category, outdir, shots, rounds, estimator, localisation, augm
 
     Example: careg-edge eval --data ../shared/data/mpdd -o runs/mpdd --shots 2,4,8 --rounds 3
     """
+    from ..cli_context import make_inspector   # the global --device and --threads
     from ..lab.protocol import EvalConfig, evaluate
     from ..lab.report import markdown_tables, summarise, write_report
 
@@ -102,7 +103,8 @@ def command(data, category, outdir, shots, rounds, estimator, localisation, augm
     doc = evaluate(data, outdir, configs, _ints(shots, "--shots"), rounds, list(category) or None,
                    seed=seed, support_dir=support_sets, progress=not quiet,
                    max_map_bytes=max_map_memory * 1e9, targets=targets,
-                   max_profile_bytes=max_profile_memory * 1e9, recalibrate=recalibrate)
+                   max_profile_bytes=max_profile_memory * 1e9, recalibrate=recalibrate,
+                   make_inspector=lambda cfg: make_inspector(cfg.model, cfg.backend))
     doc["command"] = {"model": model, "backend": backend, "estimators": estimator,
                       "localisation": localisation, "augment": augment, "image_score": image_score,
                       "target_fpr": targets, "recalibrate": recalibrate}
