@@ -7,7 +7,7 @@ PIP     := $(VPY) -m pip
 PIPI    := $(PIP) install -q -c constraints.txt
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: demo test install dev clean wheel
+.PHONY: demo test install dev clean wheel serve-venv
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,12 @@ test: install
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto chromium \
 	  || echo "apt-get could not install mosquitto/chromium: their tests will skip"; fi
 	$(VPY) -m pytest -q tests
+
+# `careg-edge serve` runs in its own venv (PyTriton needs numpy<2); it needs the
+# package registry once (about a minute), so `make test` does not make it: its
+# tests skip with the reason until it exists. See docs/serving.md.
+serve-venv:
+	PY=$(PY) bench/make_serve_venv.sh
 
 wheel: $(VPY)
 	$(PIPI) build

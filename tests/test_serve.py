@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from careg_edge.demo import DATA
+from line_peers import mosquitto  # noqa: F401  (fixture: a broker on loopback)
 from careg_edge.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -453,6 +454,67 @@ def test_run_server_prints_the_local_verdicts(tmp_path, profiles_dir, insp):
         assert bad.returncode != 0 and "'gasket': no such profile" in bad.stderr
         assert "Traceback" not in bad.stderr
     finally:
+        os.killpg(srv.pid, signal.SIGINT)
+        try:
+            srv.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(srv.pid, signal.SIGKILL)
+
+
+SEND = """
+import sys
+from careg_edge.serve.client import ServeClient, ServeRefused
+c = ServeClient(sys.argv[1])
+c.wait_ready(120)
+for product, path in zip(sys.argv[2::2], sys.argv[3::2]):
+    try:
+        r = c.inspect(product, open(path, "rb").read())
+        print(product, r.verdict, r.score)
+    except ServeRefused as e:
+        print(product, "refused", e)
+"""
+
+
+@needs_serve_venv
+def test_serve_publishes_each_verdict_to_mqtt_and_the_web_view(tmp_path, profiles_dir, mosquitto):
+    """The served verdicts reach the line: MQTT on one topic per product, the web view
+    (product "all") counting answered and refused items."""
+    import urllib.request
+
+    from line_peers import Subscriber, free_port, wait_until
+    sys.path.insert(0, str(ROOT / "bench"))
+    from load_serve import free_port as free_ports
+    port, web = free_ports(), free_port()
+    sub = Subscriber(mosquitto.port, client_id="careg-serve-test")
+    srv = subprocess.Popen([str(SERVE_PY), "-m", "careg_edge.cli", "serve", "--profiles", str(profiles_dir),
+                            "--port", str(port), "--line", "L3", "--mqtt", f"127.0.0.1:{mosquitto.port}",
+                            "--web", f"127.0.0.1:{web}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=open(tmp_path / "server.log", "w"), start_new_session=True)
+    try:
+        files = demo_test_images()[:3]
+        args = ["flange", str(files[0]), "flange-k2", str(files[1]), "flange", str(files[2]),
+                "gasket", str(files[0])]
+        r = subprocess.run([str(SERVE_PY), "-c", SEND, f"http://127.0.0.1:{port}", *args],
+                           capture_output=True, text=True, timeout=240, cwd=ROOT)
+        assert r.returncode == 0, r.stderr[-2000:]
+        answers = [line.split(" ", 2) for line in r.stdout.splitlines()]
+        assert all(a[1] in ("ok", "defect") for a in answers[:3]), answers
+        assert answers[3][1] == "refused" and "no such profile" in answers[3][2]
+        assert wait_until(lambda: len(sub.verdicts()) >= 3, timeout=20), sub.messages
+        by_topic = {}
+        for t, p, _ in sub.messages:
+            if t.endswith("/verdict"):
+                by_topic.setdefault(t, []).append(json.loads(p))
+        assert sorted(by_topic) == ["careg/L3/flange-k2/verdict", "careg/L3/flange/verdict"]
+        assert [v["score"] for v in by_topic["careg/L3/flange/verdict"]] == \
+            pytest.approx([float(answers[0][2]), float(answers[2][2])], rel=1e-5)
+        assert by_topic["careg/L3/flange-k2/verdict"][0]["source"] == "serve:flange-k2"
+        state = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{web}/state", timeout=10).read())
+        assert state["product"] == "all" and state["line"] == "L3"
+        assert state["frames"] == 3 and state["unreadable"] == 1
+        assert {f["source"] for f in state["frames_shown"] if "score" in f} == {"serve:flange", "serve:flange-k2"}
+    finally:
+        sub.close()
         os.killpg(srv.pid, signal.SIGINT)
         try:
             srv.wait(30)
