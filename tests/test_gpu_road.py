@@ -121,6 +121,9 @@ def test_nan_in_profile_is_a_defect_with_the_cores_reason(toy, toy_profiles):
     core = scoring.inspect(scoring.road(prof), out, 1e30)
     assert np.isnan(got["scores"]).all() and got["defect"] == [True, True]
     assert got["reason"] == core["reason"] and "NaN" in got["reason"][0]
+    # the NaN reaches the same pixels through unwarp and blur as in the core
+    assert 0 < np.isnan(core["maps"]).mean() < 1
+    np.testing.assert_array_equal(np.isnan(got["maps"]), np.isnan(core["maps"]))
     got = GpuRoad(with_rule(toy_profiles[("padim", "unwarp")], "max"), "cpu").inspect_dict(out, float("nan"))
     assert got["defect"] == [True, True] and got["reason"][0].startswith("the threshold is not finite")
 

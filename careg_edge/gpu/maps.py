@@ -4,10 +4,9 @@ road_score.cpp) in torch.
 
 Unwarp: bilinear upsampling of the grid distances to the profile's image size,
 through the stage-3 theta_inv in registered mode (border padding). Blur: separable,
-vertical then horizontal, taps of radius ceil(4 sigma) normalised in float64, border
-reflected half-sample (d c b a | a b c d: scipy "reflect", which torch's own
-"reflect" padding is not), each output summed as taps[0]*c + sum_t taps[t]*(lo+hi)
-like the core. Rules: max; mean; top<P>% = mean of the n = max(1, round(N*P/100))
+taps of radius ceil(4 sigma) normalised in float64 and rounded to float32 like the
+core's, border reflected half-sample (d c b a | a b c d: scipy "reflect", which
+torch's own "reflect" padding is not). Rules: max; mean; top<P>% = mean of the n = max(1, round(N*P/100))
 largest values (ties to even), summed in float64. A NaN anywhere in a map makes its
 score NaN.
 """
@@ -40,33 +39,38 @@ def reflect_index(i: int, n: int) -> int:
     return m if m < n else 2 * n - 1 - m
 
 
+def blur_matrix(taps: Sequence[float], n: int) -> np.ndarray:
+    """[n, n] float64: row y holds the taps of output y at their reflected sources."""
+    k = np.zeros((n, n))
+    r = len(taps) - 1
+    for y in range(n):
+        for t in range(-r, r + 1):
+            k[y, reflect_index(y + t, n)] += taps[abs(t)]
+    return k
+
+
 class Blur:
-    """Separable Gaussian blur of [B, H, W] maps with fixed H, W and sigma."""
+    """Separable Gaussian blur of [B, H, W] maps with fixed H, W and sigma, as two
+    matmuls with banded matrices that hold the border reflection: two kernel launches
+    instead of two per tap, the same sums up to float32 rounding order. A non-finite
+    value makes every output whose (2r+1)^2 window reaches it NaN, as the core's sums
+    do (where the core would keep a lone +inf as inf, this gives NaN: a defect either
+    way)."""
 
     def __init__(self, sigma: float, h: int, w: int, device):
         taps = gaussian_taps(sigma)
         self.r = len(taps) - 1
-        self.taps = taps
-        self.rows = self._index(h, device)
-        self.cols = self._index(w, device)
-
-    def _index(self, n: int, device) -> torch.Tensor:
-        return torch.tensor([reflect_index(i, n) for i in range(-self.r, n + self.r)],
-                            dtype=torch.int64, device=device)
-
-    def _pass(self, m: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
-        n = m.shape[dim]
-        p = m.index_select(dim, index)
-        c = p.narrow(dim, self.r, n)
-        acc = self.taps[0] * c
-        for t in range(1, self.r + 1):
-            acc = acc + self.taps[t] * (p.narrow(dim, self.r - t, n) + p.narrow(dim, self.r + t, n))
-        return acc
+        self.rows = torch.from_numpy(blur_matrix(taps, h)).float().to(device)
+        self.cols_t = torch.from_numpy(blur_matrix(taps, w).T.copy()).float().to(device)
 
     def __call__(self, maps: torch.Tensor) -> torch.Tensor:
         if self.r == 0:
             return maps.clone()
-        return self._pass(self._pass(maps, 1, self.rows), 2, self.cols)
+        finite = torch.isfinite(maps)
+        out = self.rows @ torch.where(finite, maps, torch.zeros((), device=maps.device)) @ self.cols_t
+        k = 2 * self.r + 1
+        reach = F.max_pool2d((~finite).float()[:, None], k, stride=1, padding=self.r)[:, 0] > 0
+        return out.masked_fill_(reach, float("nan"))
 
 
 def check_invertible(theta_inv3: torch.Tensor) -> None:
