@@ -520,3 +520,89 @@ def test_serve_publishes_each_verdict_to_mqtt_and_the_web_view(tmp_path, profile
             srv.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(srv.pid, signal.SIGKILL)
+
+
+ORT_AS_PYTHON = '''
+from pathlib import Path
+import triton_python_backend_utils as pb_utils
+from careg_edge.runtime.onnxruntime_backend import OnnxRuntime
+
+
+class TritonPythonModel:
+    """Test only: the exported model.onnx run by ONNX Runtime inside the Python
+    backend, because PyTriton's tritonserver ships no onnxruntime backend."""
+
+    def initialize(self, args):
+        self.rt = OnnxRuntime(Path(args["model_repository"]) / "1" / "model.onnx")
+
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in self.rt.infer(
+            pb_utils.get_input_tensor_by_name(r, "image").as_numpy()).items()]) for r in requests]
+'''
+
+
+@needs_serve_venv
+def test_exported_repository_runs_in_a_real_tritonserver(tmp_path, repo, profiles_dir, insp):
+    """The exported repository loaded by a real `tritonserver` (the one PyTriton ships,
+    Python backend only): ensemble, careg_decode and careg_score exactly as exported,
+    careg_encoder switched to the Python backend running the same model.onnx. The
+    stock container's ONNX Runtime backend is the one part this does not cover."""
+    import shutil
+    import urllib.request
+
+    from careg_edge import Profile
+    sys.path.insert(0, str(ROOT / "bench"))
+    from load_serve import free_port
+    info = subprocess.run([str(SERVE_PY), "-c", "import sysconfig, sys, os, pytriton; "
+                           "print(sysconfig.get_config_var('LIBDIR')); print(os.path.dirname(pytriton.__file__)); "
+                           "print(f'{sys.version_info[0]}.{sys.version_info[1]}')"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    libdir, pkg, pyver = info
+    server = tmp_path / "tritonserver"
+    shutil.copytree(Path(pkg) / "tritonserver", server, ignore=shutil.ignore_patterns("python_backend_stubs"))
+    shutil.copy(Path(pkg) / "tritonserver" / "python_backend_stubs" / pyver / "triton_python_backend_stub",
+                server / "backends" / "python")
+    models = tmp_path / "models"
+    shutil.copytree(repo, models)
+    enc = models / "careg_encoder"
+    (enc / "1" / "model.py").write_text(ORT_AS_PYTHON)
+    cfg = (enc / "config.pbtxt").read_text()
+    (enc / "config.pbtxt").write_text(cfg.replace('platform: "onnxruntime_onnx"', 'backend: "python"')
+                                      .replace("KIND_AUTO", "KIND_CPU"))
+    port = free_port()
+    env = dict(os.environ, PATH=f"{SERVE_PY.parent}:{os.environ['PATH']}",
+               LD_LIBRARY_PATH=f"{libdir}:{Path(pkg).parent / 'nvidia_pytriton.libs'}")
+    log = open(tmp_path / "tritonserver.log", "w")
+    proc = subprocess.Popen([str(server / "bin" / "tritonserver"), "--model-repository", str(models),
+                             "--backend-directory", str(server / "backends"), "--http-address", "127.0.0.1",
+                             "--http-port", str(port), "--grpc-address", "127.0.0.1",
+                             "--grpc-port", str(port + 1), "--metrics-port", str(port + 2)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        files = demo_test_images()[::2][:6]
+        args = []
+        for i, f in enumerate(files):
+            args += [PRODUCTS[i % 3], str(f)]
+        args += ["gasket", str(files[0]), "flange", str(ROOT / "README.md")]
+        r = subprocess.run([str(SERVE_PY), "-c", SEND, f"http://127.0.0.1:{port}", *args],
+                           capture_output=True, text=True, timeout=240, cwd=ROOT)
+        assert r.returncode == 0, r.stderr[-2000:] + (tmp_path / "tritonserver.log").read_text()[-3000:]
+        answers = [line.split(" ", 2) for line in r.stdout.splitlines()]
+        assert len(answers) == len(files) + 2
+        verdicts = []
+        for (product, verdict, score), f in zip(answers, files):
+            want = insp.inspect(str(f), Profile.load(profiles_dir / f"{product}.careg"))
+            assert float(score) == pytest.approx(want.score, rel=1e-4)
+            assert verdict == ("defect" if want.is_defect else "ok")
+            verdicts.append(want.is_defect)
+        assert any(verdicts) and not all(verdicts)
+        assert answers[-2][1] == "refused" and "'gasket': no such profile" in answers[-2][2]
+        assert answers[-1][1] == "refused" and "not a readable image" in answers[-1][2]
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port + 2}/metrics", timeout=10).read().decode()
+        assert re.search(r'nv_inference_request_success\{model="careg",version="1"\} %d' % len(files), metrics)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
