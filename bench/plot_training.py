@@ -5,10 +5,11 @@
 
 Top: training loss per step (light) and its running mean (the per-step loss of
 a 2-query batch is noisy). Bottom: the registration cosine on held-out normal
-images (`--holdout`, logged every `--eval-every` steps), with the step-0 value
-drawn as the untrained (identity-STN) reference when it is known. When the log
-has them, a third panel shows the self-registration loss term and the per-image
-registration check val_slope / val_corr (−1 = the STN undoes each image's rotation).
+images (`--holdout`, logged every `--eval-every` steps), with the untrained
+(identity-STN) reference: the log's step-0 record, or `--baseline`. When the log
+has them, a third panel shows the self-registration and θ loss terms and the
+per-image registration check val_slope / val_corr (−1 = the STN undoes each
+image's rotation); dead steps (skipped, `dead` in the record) are marked on the loss.
 """
 from __future__ import annotations
 
@@ -39,14 +40,20 @@ def plot(rows, out: Path, title: str, window: int, baseline: float | None) -> No
     matplotlib.use("Agg")  # headless: no display on the build machine
     import matplotlib.pyplot as plt
 
-    step = np.array([r["step"] for r in rows])
-    loss = np.array([r["loss"] for r in rows], float)
+    trained = [r for r in rows if "loss" in r]  # step 0 is the untrained reference only
+    step = np.array([r["step"] for r in trained])
+    loss = np.array([r["loss"] for r in trained], float)
+    if baseline is None and rows[0]["step"] == 0 and "val_cosine" in rows[0]:
+        baseline = rows[0]["val_cosine"]
     val = [(r["step"], r["val_cosine"]) for r in rows if "val_cosine" in r]
     slope = [(r["step"], r["val_slope"], r["val_corr"]) for r in rows if r.get("val_slope") is not None]
     fig, axes = plt.subplots(3 if slope else 2, 1, figsize=(7, 8.5 if slope else 6), sharex=True)
     a, b = axes[0], axes[1]
     a.plot(step, loss, color="tab:blue", alpha=0.3, lw=1, label="loss (per step)")
     a.plot(step, running_mean(loss, window), color="tab:blue", lw=2, label=f"running mean ({window})")
+    dead = [r["step"] for r in trained if r.get("dead")]
+    if dead:
+        a.plot(dead, np.zeros(len(dead)), "x", color="tab:red", label=f"dead steps ({len(dead)})")
     a.set_ylabel("training loss")
     a.legend(loc="upper right")
     a.set_title(title)
@@ -67,11 +74,13 @@ def plot(rows, out: Path, title: str, window: int, baseline: float | None) -> No
 
 def _per_image_panel(ax, rows, slope, window: int) -> None:
     """Self-registration term (running mean) and the held-out rotation slope/corr."""
-    own = [(r["step"], r["loss_self"]) for r in rows if r.get("loss_self") is not None]
-    if own:
-        s, v = zip(*own)
-        ax.plot(s, running_mean(np.array(v, float), window), color="tab:purple",
-                label="self-registration term (running mean)")
+    for key, colour, label in (("loss_self", "tab:purple", "self-registration term"),
+                               ("loss_theta", "tab:brown", "θ term")):
+        own = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        if own:
+            s, v = zip(*own)
+            ax.plot(s, running_mean(np.array(v, float), window), color=colour,
+                    label=f"{label} (running mean)")
     s, sl, co = zip(*slope)
     ax.plot(s, sl, "o-", color="tab:red", label="val_slope (−1 = registers each image)")
     ax.plot(s, co, "s--", color="tab:orange", label="val_corr")

@@ -29,6 +29,8 @@ from typing import List, Optional
 
 import torch
 
+from ...encoder.heads import inside_image, self_registration_loss
+from ...encoder.stn import compose, invert
 from .data import augment, random_affine
 
 
@@ -55,8 +57,6 @@ def step_terms(enc, head, norm, query, support, cfg, gen) -> StepTerms:
     The unaugmented queries ride in the same batch (after the supports) when the
     self term needs them; with self and θ weights 0 the step is exactly the
     registration-only step."""
-    from ...encoder.heads import inside_image, self_registration_loss
-    from ...encoder.stn import compose
     b, k = support.shape[:2]
     aug = random_affine(b, cfg, gen)
     plain = norm(query)
@@ -93,7 +93,6 @@ def theta_loss(theta_aug: torch.Tensor, aug: torch.Tensor) -> torch.Tensor:
     rotation error δ costs 4(1 − cos δ) ≈ 2δ²). Modes that cannot express part
     of A (no translation in rotation_scale) leave a constant in the value and
     no gradient from it."""
-    from ...encoder.stn import invert
     return ((theta_aug - invert(aug).unsqueeze(1)) ** 2).sum(dim=(-2, -1)).mean()
 
 
