@@ -1,7 +1,7 @@
 """The road after the encoder, side by side: the compiled C++ core (`_core.inspect`)
 vs the torch road (careg_edge.gpu.GpuRoad) on CPU torch, and on CUDA when there is one.
 
-    nice -n 10 .venv/bin/python bench/bench_gpu_road.py [--reps 5] [--devices cpu,cuda]
+    nice -n 10 .venv/bin/python bench/bench_gpu_road.py [--reps 5] [--devices cpu,cuda] [--threads N]
 
 Shapes are EfficientNet-Lite0 at 224x224 (feat1..3 = 24x56x56, 40x28x28, 112x14x14),
 registered-frame localisation (a small rotation per image), default image score
@@ -81,14 +81,18 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--devices", default="cpu,cuda", help="torch devices to try (cuda skipped when absent)")
     ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads of both the core and torch (0: each one's default)")
     a = ap.parse_args(argv)
     import torch
+    if a.threads:
+        torch.set_num_threads(a.threads)
     from careg_edge.gpu.road import GpuRoad
     devices = [d for d in a.devices.split(",") if d == "cpu" or torch.cuda.is_available()]
     rng = np.random.default_rng(0)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1]).stdout.strip()
-    print(f"commit {commit}; C++ core threads {_core.default_threads()}, torch threads "
+    print(f"commit {commit}; C++ core threads {a.threads or _core.default_threads()}, torch threads "
           f"{torch.get_num_threads()}, torch {torch.__version__}"
           + (f", {torch.cuda.get_device_name()}" if "cuda" in devices else ", no CUDA device"))
     head = f"{'estimator':10} {'batch':>5} {'core ms/img':>12}"
@@ -101,7 +105,7 @@ def main(argv=None) -> int:
         for b in (int(x) for x in a.batches.split(",")):
             out = outputs(b, rng)
             sizes = [SIZE] * b
-            core = best(lambda: scoring.inspect(road, out, prof.threshold, sizes), a.reps) / b
+            core = best(lambda: scoring.inspect(road, out, prof.threshold, sizes, a.threads), a.reps) / b
             row = f"{estimator:10} {b:>5} {core:>12.2f}"
             for d, g in roads.items():
                 dev_out = {k: torch.from_numpy(v).to(d) for k, v in out.items()}
