@@ -5,6 +5,7 @@ wrapped to record the providers and options it is given."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -304,6 +305,7 @@ def test_bench_verb_runs_the_script_of_the_device(monkeypatch, device, script, e
     import sys
     ran = {}
     monkeypatch.setattr(runpy, "run_path", lambda path, run_name: ran.update(path=path, argv=sys.argv))
+    monkeypatch.setattr("careg_edge.commands.bench.BENCH_DIR", Path(__file__).resolve().parents[1] / "bench")
     monkeypatch.setattr(sys, "argv", list(sys.argv))
     r = CliRunner().invoke(cli, ["--device", device, "bench", "--n", "3"])
     assert r.exit_code == 0, r.output

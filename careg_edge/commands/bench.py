@@ -8,6 +8,8 @@ import click
 
 from ..errors import UserInputError
 
+BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"   # in a source checkout only
+
 
 @click.command("bench", context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
                epilog="\b\nExamples:\n  careg-edge bench --data ../shared/data/mpdd/metal_plate --n 20 "
@@ -25,7 +27,7 @@ def command(ctx):
     from ..runtime.devices import parse_device
     device = parse_device(settings().device)
     name = "bench_gpu.py" if device.kind == "cuda" else "bench_e2e.py"
-    script = Path(__file__).resolve().parents[2] / "bench" / name
+    script = BENCH_DIR / name
     if not script.is_file():
         raise UserInputError(f"{script}: not found; `careg-edge bench` needs a source checkout "
                              "(the bench/ folder is not installed with the wheel)")
