@@ -111,9 +111,10 @@ class Inspector:
             return Enrollment(self, settings, progress).run(images)
 
     # ---- inspection ------------------------------------------------------------------
-    def _prepared(self, profile: Profile, overrides: dict) -> "scoring.Road":
-        # cached on the profile object itself (id()-keyed caches go stale when ids are
-        # reused); a replaced tensor rebuilds it, the threshold is read per call
+    def _prepared(self, profile: Profile, overrides: dict):
+        # the compiled road (scoring.Road), or its GpuRoad on the runtime's device; cached
+        # on the profile object itself (id()-keyed caches go stale when ids are reused);
+        # a replaced tensor rebuilds it, the threshold is read per call
         if self.road_device is not None:
             from .gpu.road import cached_road
             return cached_road(profile, overrides, self.road_device)
