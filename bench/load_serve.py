@@ -122,6 +122,22 @@ def start_server(profiles_dir: Path, port: int, args, log_path: Path):
                             start_new_session=True), cmd
 
 
+def stop_server(proc, timeout_s: float = 90.0):
+    """Ctrl-C to the serve process alone (it stops Triton itself; a signal to the
+    whole group would race Triton's own shutdown) -> (exit code, seconds to stop).
+    Past the timeout the whole group is killed and the exit code is None."""
+    t = time.monotonic()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            return None, time.monotonic() - t
+    return proc.returncode, time.monotonic() - t
+
+
 class Load:
     """The client side of the run; every outcome is recorded, nothing raised."""
 
@@ -356,13 +372,7 @@ def main(argv=None):
         result["files"] = [str(f.relative_to(REPO)) for f in files]
         result["profiles_dir"] = str(prof_dir)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        result["server_exit"] = proc.returncode
+        result["server_exit"], result["server_stop_s"] = stop_server(proc)
         if args.keep_log:
             args.keep_log.write_text((work / "server.log").read_text())
     result["elapsed_s"] = time.monotonic() - t_start

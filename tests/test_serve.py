@@ -427,7 +427,7 @@ def test_run_server_prints_the_local_verdicts(tmp_path, profiles_dir, insp):
     a local `run`'s scores and decisions."""
     from careg_edge import Profile
     sys.path.insert(0, str(ROOT / "bench"))
-    from load_serve import free_port
+    from load_serve import free_port, stop_server
     port = free_port()
     srv = subprocess.Popen([str(SERVE_PY), "-m", "careg_edge.cli", "serve", "--profiles", str(profiles_dir),
                             "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -454,11 +454,7 @@ def test_run_server_prints_the_local_verdicts(tmp_path, profiles_dir, insp):
         assert bad.returncode != 0 and "'gasket': no such profile" in bad.stderr
         assert "Traceback" not in bad.stderr
     finally:
-        os.killpg(srv.pid, signal.SIGINT)
-        try:
-            srv.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(srv.pid, signal.SIGKILL)
+        assert stop_server(srv)[0] == 0
 
 
 SEND = """
@@ -484,6 +480,7 @@ def test_serve_publishes_each_verdict_to_mqtt_and_the_web_view(tmp_path, profile
     from line_peers import Subscriber, free_port, wait_until
     sys.path.insert(0, str(ROOT / "bench"))
     from load_serve import free_port as free_ports
+    from load_serve import stop_server
     port, web = free_ports(), free_port()
     sub = Subscriber(mosquitto.port, client_id="careg-serve-test")
     srv = subprocess.Popen([str(SERVE_PY), "-m", "careg_edge.cli", "serve", "--profiles", str(profiles_dir),
@@ -515,11 +512,7 @@ def test_serve_publishes_each_verdict_to_mqtt_and_the_web_view(tmp_path, profile
         assert {f["source"] for f in state["frames_shown"] if "score" in f} == {"serve:flange", "serve:flange-k2"}
     finally:
         sub.close()
-        os.killpg(srv.pid, signal.SIGINT)
-        try:
-            srv.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(srv.pid, signal.SIGKILL)
+        assert stop_server(srv)[0] == 0
 
 
 ORT_AS_PYTHON = '''
