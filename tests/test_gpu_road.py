@@ -166,6 +166,19 @@ def test_bad_encoder_outputs_raise_the_cores_error(toy, toy_profiles, mutate):
     assert str(got.value) == re.sub(r" \(check failed: .*\)$", "", str(core.value))
 
 
+def test_non_finite_features_raise_the_cores_error(toy, toy_profiles):
+    prof = with_rule(toy_profiles[("orthoad", "unwarp")], "max")
+    proj = prof.tensors["projection"].copy()
+    proj[5, 3] = np.nan                   # every position's feature 3 becomes NaN
+    prof.tensors = dict(prof.tensors, projection=proj)
+    out = _raw(toy, prof)
+    with pytest.raises(CaregError) as core:
+        scoring.inspect(scoring.road(prof), out, prof.threshold)
+    with pytest.raises(CaregError, match=r"features\[0\]: \d+ non-finite") as got:
+        GpuRoad(prof, "cpu").inspect_dict(out, prof.threshold)
+    assert str(got.value) == re.sub(r" \(check failed: .*\)$", "", str(core.value))
+
+
 def test_projection_profile_dimension_mismatch_is_named(toy, toy_profiles):
     prof = with_rule(toy_profiles[("orthoad", "unwarp")], "max")
     bad = with_rule(prof, "max")

@@ -47,11 +47,18 @@ def check_outputs(out: Dict[str, torch.Tensor], channels) -> int:
     return b
 
 
+def all_finite(x: torch.Tensor) -> torch.Tensor:
+    """[B] bool per image: sum(x * 0) is NaN exactly when some entry is NaN or inf
+    (two kernels, no overflow of large finite values; the core's all_finite)."""
+    return ~torch.isnan((x.reshape(x.shape[0], -1) * 0).sum(1))
+
+
 def _check_finite(out: Dict[str, torch.Tensor], b: int) -> None:
-    # one [5, B] count of non-finite values, one transfer to the host
-    bad = torch.stack([(~torch.isfinite(out[n])).reshape(b, -1).sum(1) for n in NAMES]).cpu()
-    if not bool(bad.any()):
+    # one [5, B] flag transfer to the host; counts only on the way to an error
+    ok = torch.stack([all_finite(out[n]) for n in NAMES]).cpu()
+    if bool(ok.all()):
         return
+    bad = torch.stack([(~torch.isfinite(out[n])).reshape(b, -1).sum(1) for n in NAMES]).cpu()
     for i in range(b):        # the core's order: per image, feat1..3 then theta, theta_inv
         for j, n in enumerate(NAMES):
             c = int(bad[j, i])
@@ -85,13 +92,15 @@ class Assembly:
         self.dim = (proj.shape[1] if proj is not None else
                     len(ci) if ci is not None else sum(self.channels))
 
-    def _thetas(self, out, k: int) -> torch.Tensor:
-        inv = out["theta_inv"][:, k]
-        return inv if self.mode == "unwarp" else compose(inv, out["theta"][:, 2])
+    def _thetas(self, out) -> torch.Tensor:
+        """[B, 3, 2, 3] sampling thetas of the three stages."""
+        inv = out["theta_inv"]
+        return inv if self.mode == "unwarp" else compose(inv, out["theta"][:, 2:3])
 
     def __call__(self, out: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Checked encoder outputs (check_outputs) -> features [B, P, D] float32."""
         gh, gw = self.grid
+        thetas = self._thetas(out)
         acc, parts = None, []
         for k, n in enumerate(FEATS):
             f = out[n]
@@ -101,7 +110,7 @@ class Assembly:
                 if self.select[k].numel() == 0:
                     continue
                 f = f.index_select(1, self.select[k])
-            g = affine_sample(f.contiguous(), self._thetas(out, k), gh, gw)
+            g = affine_sample(f.contiguous(), thetas[:, k], gh, gw)
             if self.project[k] is not None:
                 acc = g if acc is None else acc + g
             else:

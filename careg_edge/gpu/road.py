@@ -26,7 +26,7 @@ from ..errors import CaregError, UserInputError
 from ..estimators import make_estimator
 from ..postprocess import check_image_score
 from . import preprocess as gpu_preprocess
-from .assemble import Assembly, check_outputs
+from .assemble import Assembly, all_finite, check_outputs
 from .distances import Bank, mahalanobis, reweighted, unpack_factor
 from .maps import Blur, check_invertible, image_scores, resize_each, unwarp
 from .precision import full_fp32
@@ -119,11 +119,11 @@ class GpuRoad:
         if B == 0:
             return self._empty()
         x = self.assembly(out)
-        bad = (~torch.isfinite(x)).reshape(B, -1).sum(1).cpu()
-        for b, c in enumerate(bad.tolist()):
-            if c:
-                raise CaregError(f"features[{b}]: {c} non-finite value(s) (NaN/inf); the encoder "
-                                 "output was broken")
+        if not bool(all_finite(x).all()):
+            bad = (~torch.isfinite(x)).reshape(B, -1).sum(1).cpu()
+            b = int(torch.nonzero(bad)[0, 0])
+            raise CaregError(f"features[{b}]: {int(bad[b])} non-finite value(s) (NaN/inf); the "
+                             "encoder output was broken")
         timings = {"features": _ms(t)}
         t = time.perf_counter()
         nn = None

@@ -2,10 +2,9 @@
 convention"): bilinear, align_corners=False, border padding -- the core's
 affine_sample (cpp/src/affine.cpp) in torch.
 
-The sampling grid is built here in float64 rather than by F.affine_grid: affine_grid
-multiplies with a batched matmul, which TF32 (allowed for speed on a GPU by
-torch.set_float32_matmul_precision("high")) would round to ~1e-3, moving sample
-points by a tenth of a pixel. grid_sample itself is elementwise.
+affine_grid builds the sampling grid with a matmul: callers run under
+precision.full_fp32 (GpuRoad.run does), since TF32 would round the grid to ~1e-3 and
+move sample points by a tenth of a pixel.
 """
 from __future__ import annotations
 
@@ -30,23 +29,11 @@ def compose(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.cat([lin, shift[..., None]], dim=-1).float()
 
 
-def grid(theta: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
-    """theta [B, 2, 3] -> normalised source coordinates [B, out_h, out_w, 2] (x, y)."""
-    t = theta.double()
-    dev = theta.device
-    xs = (2 * torch.arange(out_w, dtype=torch.float64, device=dev) + 1) / out_w - 1
-    ys = (2 * torch.arange(out_h, dtype=torch.float64, device=dev) + 1) / out_h - 1
-    px, py = xs[None, None, :], ys[None, :, None]
-
-    def row(r):
-        return t[:, r, 0, None, None] * px + t[:, r, 1, None, None] * py + t[:, r, 2, None, None]
-    return torch.stack([row(0), row(1)], dim=-1).float()
-
-
 def affine_sample(src: torch.Tensor, theta: Optional[torch.Tensor], out_h: int,
                   out_w: int) -> torch.Tensor:
     """src [B, C, h, w] -> [B, C, out_h, out_w]; theta None = bilinear resize."""
+    b, c = src.shape[:2]
     if theta is None:
-        theta = identity(src.shape[0], src.device)
-    return F.grid_sample(src, grid(theta, out_h, out_w), mode="bilinear", padding_mode="border",
-                         align_corners=False)
+        theta = identity(b, src.device)
+    grid = F.affine_grid(theta.float(), [b, c, out_h, out_w], align_corners=False)
+    return F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
