@@ -106,7 +106,8 @@ def _legacy_step_loss(enc, head, norm, query, support, cfg, gen):
 def test_self_weight_zero_is_bit_identical_to_registration_only(tmp_path, monkeypatch):
     from careg_edge.encoder.checkpoint import load
     kw = dict(synthetic=2, synthetic_images=5, holdout=1, eval_every=1, steps=3, max_rotation=30,
-              max_scale=0.1, max_translation=0.1, self_weight=0.0, theta_weight=0.0)
+              max_scale=0.1, max_translation=0.1, self_weight=0.0, theta_weight=0.0,
+              max_grad_norm=0.0)
     new = load(train(_cfg(tmp_path / "new", **kw)))
     log_new = [json.loads(s) for s in open(tmp_path / "new" / "run" / "train_log.jsonl")][1:]
     monkeypatch.setattr(loop_mod, "step_terms",

@@ -38,6 +38,8 @@ _BACKBONES = ["resnet50v2", "efficientnet_lite0", "mobilenet_v2", "resnet18", "w
                    "supervision that makes the STNs register per image); 0 = off.")
 @click.option("--theta-anneal", default=1.0, show_default=True, type=float,
               help="Share of --theta-weight left at the last step, cosine schedule (1 = constant).")
+@click.option("--max-grad-norm", default=1.0, show_default=True, type=float,
+              help="Clip the total gradient norm of a step to this (0 = no clipping).")
 @click.option("--synthetic", default=0, show_default=True, type=int,
               help="Add the first N procedural normal categories (gear, pcb, plate, bottle, knurl, "
                    "bracket, washer), each a separate category 'synthetic/<name>'; with N > 0 ROOTS "
@@ -58,7 +60,8 @@ _BACKBONES = ["resnet50v2", "efficientnet_lite0", "mobilenet_v2", "resnet18", "w
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(roots, out, exclude, backbone, weights, stn_mode, image_size, k_shot, batch_size, epochs,
             steps, lr, frozen_stages, train_bn, max_rotation, self_weight, theta_weight, theta_anneal,
-            synthetic, synthetic_images, holdout, eval_every, save_every, resume, device, threads, seed, quiet):
+            max_grad_norm, synthetic, synthetic_images, holdout, eval_every, save_every, resume,
+            device, threads, seed, quiet):
     """Train the registration encoder on normal images of several categories.
 
     ROOTS are dataset folders in the MVTec AD layout; only CAT/train/good and
@@ -79,7 +82,7 @@ def command(roots, out, exclude, backbone, weights, stn_mode, image_size, k_shot
         image_size=image_size, k_shot=k_shot, batch_size=batch_size, epochs=epochs, steps=steps,
         lr=lr, frozen_stages=frozen_stages, freeze_bn=not train_bn, max_rotation=max_rotation,
         self_weight=self_weight, theta_weight=theta_weight, theta_anneal=theta_anneal,
-        synthetic=synthetic, synthetic_images=synthetic_images,
+        max_grad_norm=max_grad_norm, synthetic=synthetic, synthetic_images=synthetic_images,
         holdout=holdout, eval_every=eval_every, save_every=save_every, resume=resume,
         device=device, threads=threads, seed=seed, progress=not quiet)
     path = train(cfg)
