@@ -86,7 +86,8 @@ def command(profiles, more_profiles, model, port, address, max_batch, queue_dela
         registry.start()
         u = service.urls
         s.info(f"serving {', '.join(registry.names())} as model '{MODEL_NAME}' at {u['http']} "
-               f"(gRPC {u['grpc']}); metrics at {u['metrics']}; Ctrl-C stops")
+               f"(gRPC {u['grpc']}); metrics at {u['metrics']}; Ctrl-C stops"
+               + (f"; Triton's log: {service.log_file}" if service.log_file else ""))
         _wait(service)
     finally:
         registry.stop()

@@ -17,6 +17,7 @@ import sys
 import sysconfig
 import threading
 import time
+from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
@@ -118,14 +119,19 @@ class TritonService:
 
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig
-        if not os.environ.get("CAREG_VERBOSE"):
-            logging.getLogger("pytriton").setLevel(logging.ERROR)
         self.address, self.port, self.log = address, int(port), log
         self.metrics_port = self.port + 2
+        # Triton's own log (a table per start, a line per model event) goes to a file
+        # unless --verbose: the console keeps careg-edge's one start line and errors.
+        self.log_file = None
+        if not os.environ.get("CAREG_VERBOSE"):
+            logging.getLogger("pytriton").setLevel(logging.ERROR)
+            import tempfile
+            self.log_file = Path(tempfile.gettempdir()) / f"careg-serve-{self.port}-triton.log"
         cfg = TritonConfig(http_address=address, http_port=self.port, grpc_address=address,
                            grpc_port=self.port + 1, metrics_address=address,
                            metrics_port=self.metrics_port, allow_gpu_metrics=False,
-                           exit_on_error=True, log_verbose=0)
+                           exit_on_error=True, log_verbose=0, log_file=self.log_file)
         self.triton = Triton(config=cfg)
         b = bytes
         self.triton.bind(
