@@ -80,7 +80,7 @@ class GpuRoad:
         self.image_size = tuple(int(s) for s in profile.image_size)
         rule = check_image_score(profile.image_score)
         self.rule = "top" if rule.startswith("top") else rule
-        self.percent = {"max": 0.0, "mean": 100.0}[rule] if self.rule == rule else float(rule[3:-1])
+        self.percent = 0.0 if rule == "max" else 100.0 if rule == "mean" else float(rule[3:-1])
         self.assembly = Assembly(spec, self.compiled.transform, self.device)
         self.blur = Blur(float(profile.sigma), *self.image_size, self.device)
         t = profile.tensors
@@ -134,21 +134,26 @@ class GpuRoad:
         _sync(self.device)
         timings["score"] = _ms(t)
         t = time.perf_counter()
+        gh, gw = self.spec.grid
+        dist = dist.reshape(B, gh, gw)
+        maps, scores = self._map_and_scores(out, x, dist, nn)
+        timings["postprocess"] = _ms(t)
+        judged = [verdict(float(s), threshold) for s in scores]
+        return {"dist": dist, "maps": maps, "scores": scores, "defect": [d for d, _ in judged],
+                "reason": [r for _, r in judged], "timings": timings}
+
+    def _map_and_scores(self, out, x, dist, nn) -> Tuple[torch.Tensor, np.ndarray]:
+        """Distances [B, gh, gw] -> (blurred maps in the image frame, image scores on
+        the host): the map rule, or Eq. 7 for PatchCore with "max"."""
         th3 = out["theta_inv"][:, 2] if self.spec.mode == "registered" else None
         if th3 is not None:
             check_invertible(th3)
-        gh, gw = self.spec.grid
-        maps = self.blur(unwarp(dist.reshape(B, gh, gw), th3, self.image_size))
+        maps = self.blur(unwarp(dist, th3, self.image_size))
         if self.estimator == "patchcore" and self.rule == "max":
-            scores = reweighted(x, dist, nn, self.bank, self.reweight_k)
+            scores = reweighted(x, dist.flatten(1), nn, self.bank, self.reweight_k)
         else:
             scores = image_scores(maps, self.rule, self.percent)
-        scores = scores.float().cpu().numpy()
-        timings["postprocess"] = _ms(t)
-        judged = [verdict(float(s), threshold) for s in scores]
-        return {"dist": dist.reshape(B, gh, gw), "maps": maps, "scores": scores,
-                "defect": [d for d, _ in judged], "reason": [r for _, r in judged],
-                "timings": timings}
+        return maps, scores.float().cpu().numpy()
 
     def _empty(self) -> dict:
         gh, gw = self.spec.grid
