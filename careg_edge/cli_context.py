@@ -12,7 +12,6 @@ from typing import Optional
 
 import click
 
-from .errors import UserInputError
 
 DEVICES = ["auto", "cpu", "cuda"]
 # runtime.select.BACKENDS (not imported: the CLI starts without numpy)

@@ -88,6 +88,12 @@ def test_parse_device():
             parse_device(bad)
 
 
+def test_cli_backend_choices_are_the_runtimes():
+    from careg_edge.cli_context import BACKENDS as CLI_BACKENDS
+    from careg_edge.runtime import BACKENDS
+    assert tuple(CLI_BACKENDS) == BACKENDS
+
+
 # ---- the choice for an ONNX model ----------------------------------------------------
 
 @pytest.mark.parametrize("providers,gpus,trt_libs,backend,device", [

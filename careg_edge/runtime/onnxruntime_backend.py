@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -40,10 +40,6 @@ def meta_from_metadata(props: Dict[str, str], where: str) -> EncoderMeta:
     except (ValueError, TypeError):
         raise WrongKind(f"{where}: careg-edge metadata is not valid EncoderMeta JSON; "
                         "export the encoder again") from None
-
-
-def cuda_available() -> bool:
-    return CUDA_EP in _ort().get_available_providers()
 
 
 CUDA_EP, TENSORRT_EP, CPU_EP = "CUDAExecutionProvider", "TensorrtExecutionProvider", "CPUExecutionProvider"
@@ -191,8 +187,4 @@ def read_meta(path) -> EncoderMeta:
     except Exception as e:
         raise UserInputError(f"{path}: not a readable ONNX file ({e.__class__.__name__})") from None
     return meta_from_metadata({p.key: p.value for p in model.metadata_props}, str(path))
-
-
-def providers_available() -> List[str]:
-    return list(_ort().get_available_providers())
 
