@@ -238,6 +238,16 @@ def test_gpu_provider_that_falls_back_to_cpu_is_refused(toy, monkeypatch, record
         load_runtime(toy, device="cuda", verbose=False)
 
 
+def test_inspector_takes_the_device(toy, monkeypatch, recording):
+    from careg_edge import Inspector
+    machine(monkeypatch, ORT_GPU, 2, False)
+    assert Inspector(model=toy, device="cpu").runtime.device == "cpu"
+    assert recording.made[-1].providers == ["CPUExecutionProvider"]
+    assert Inspector(model=toy, device="cuda:1").runtime.device == "cuda:1"
+    with pytest.raises(UserInputError, match="cuda:2: this machine has 2 CUDA devices"):
+        Inspector(model=toy, device="cuda:2")
+
+
 # ---- the CLI ------------------------------------------------------------------------------
 
 def _images(d, n=4, seed=0):
