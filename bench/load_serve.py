@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -370,11 +371,11 @@ def main(argv=None):
         result["responses"] = load.responses
         result["reference"] = [[p, k, *v] for (p, k), v in sorted(ref.items())]
         result["files"] = [str(f.relative_to(REPO)) for f in files]
-        result["profiles_dir"] = str(prof_dir)
     finally:
         result["server_exit"], result["server_stop_s"] = stop_server(proc)
         if args.keep_log:
             args.keep_log.write_text((work / "server.log").read_text())
+        shutil.rmtree(work, ignore_errors=True)
     result["elapsed_s"] = time.monotonic() - t_start
     report(result)
     if args.json:
