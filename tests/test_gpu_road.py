@@ -351,3 +351,15 @@ def test_read_only_frames_upload_without_a_warning(recwarn):
     got = gpu_preprocess.to_input([img], (64, 64), meta, "cpu").numpy()
     np.testing.assert_array_equal(got, preprocess.normalise([preprocess.resize(img, (64, 64))], meta))
     assert not [w for w in recwarn if "not writable" in str(w.message)]
+
+
+@pytest.mark.parametrize("rule", ["max", "mean", "top10%", "top30%", "top50%", "top0.5%", "top100%"])
+def test_image_score_rules_round_the_count_like_the_core(rule):
+    """N = 35 cells: 10 % -> 3.5 -> 4 and 30 % -> 10.5 -> 10 (ties to even), 50 % -> 17.5
+    -> 18, 0.5 % -> at least 1: the oracle's count (Python's round, as the core's)."""
+    from careg_edge.gpu.maps import image_scores
+    maps = np.random.default_rng(3).random((3, 5, 7)).astype(np.float32)
+    kind = "top" if rule.startswith("top") else rule
+    percent = float(rule[3:-1]) if kind == "top" else (100.0 if rule == "mean" else 0.0)
+    got = image_scores(torch.from_numpy(maps), kind, percent).numpy()
+    np.testing.assert_allclose(got, ref.image_score(maps, rule), rtol=1e-6)
