@@ -136,10 +136,13 @@ def main(argv=None) -> int:
 
     print("\n| estimator | batch | core (img/s) | GPU road (img/s) | GPU/core | score rel. diff |")
     print("|---|---:|---:|---:|---:|---:|")
+    def ips(v):   # whole images/s on a GPU, a decimal for CPU smoke runs
+        return f"{v:.0f}" if v >= 100 else f"{v:.1f}"
+
     for r in rows:
-        gpu = f"{r['gpu_ips']:.0f}" if "gpu_ips" in r else "n/a"
+        gpu = ips(r["gpu_ips"]) if "gpu_ips" in r else "n/a"
         ratio = f"{r['ratio']:.2f}×" if "ratio" in r else "n/a"
-        print(f"| {r['estimator']} | {r['batch']} | {r['core_ips']:.0f} | {gpu} | {ratio} | "
+        print(f"| {r['estimator']} | {r['batch']} | {ips(r['core_ips'])} | {gpu} | {ratio} | "
               f"{r['score_rel_diff']:.1e} |")
     if args.json:
         commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
