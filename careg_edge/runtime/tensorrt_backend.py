@@ -30,6 +30,7 @@ from ..container import atomic_write_bytes, sha256_file
 from ..errors import EncoderMismatch, FormatError, MissingDependency, UserInputError, VersionMismatch
 from ..encoder_meta import EncoderMeta
 from .base import OUTPUT_NAMES, Runtime
+from .devices import Device, check_index
 from .onnxruntime_backend import INPUT_NAME, check_batch
 
 SIDECAR_KIND = "careg-engine-sidecar"
@@ -95,9 +96,7 @@ def current_device(trt=None, index: int = 0) -> Dict[str, str]:
         count = 0
     if not count:
         raise MissingDependency(f"no CUDA GPU is visible. {INSTALL_HINT}")
-    if index >= count:
-        raise UserInputError(f"--device cuda:{index}: this machine has {count} CUDA "
-                             f"device{'s' if count > 1 else ''} (cuda:0 .. cuda:{count - 1})")
+    check_index(Device("cuda", index), count, "the CUDA runtime")
     cuda_call(rt.cudaSetDevice(index))
     props = cuda_call(rt.cudaGetDeviceProperties(index))
     name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
