@@ -93,8 +93,9 @@ class _Group(click.Group):
 @click.option("--device", default="auto", show_default=True, callback=lambda c, p, v: device_type(v),
               help="Where the encoder runs: auto, cpu, cuda or cuda:N.")
 @click.option("--backend", type=SuggestChoice(BACKENDS), default="auto", show_default=True,
-              help="Encoder runtime; auto picks TensorRT for .engine, ONNX Runtime for .onnx, "
-                   "torch for checkpoints.")
+              help="Encoder runtime; auto takes the fastest this machine can run the model "
+                   "with (TensorRT engine > ONNX Runtime TensorRT/CUDA > torch CUDA > CPU) and "
+                   "says which and why.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="CPU threads for the encoder and the scoring core (0 = all cores).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
