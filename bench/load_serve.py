@@ -269,6 +269,21 @@ def rewrite_profile(path: Path, factor: float):
     return new
 
 
+def reload_seen(url, product, image, new, deadline):
+    """Seconds from now until a response for `product` carries threshold `new` (a short
+    load can end before the watcher's next poll), or None by the deadline."""
+    from careg_edge.serve.client import ServeClient
+    cl, t0 = ServeClient(url), time.monotonic()
+    try:
+        while time.monotonic() < min(deadline, t0 + 30):
+            if np.isclose(cl.inspect(product, image).threshold, new, rtol=1e-5):
+                return time.monotonic() - t0
+            time.sleep(0.05)
+    finally:
+        cl.close()
+    return None
+
+
 def metrics(url):
     text = urllib.request.urlopen(url, timeout=10).read().decode()
     got = {}
@@ -364,6 +379,7 @@ def main(argv=None):
                             "fps": len(load.responses) / wall if wall > 0 else 0.0,
                             "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
         result["bad_requests"] = bad
+        reload["seen_after_load_s"] = reload_seen(url, target, files[0].read_bytes(), reload["new"], deadline)
         result["reload"] = reload
         result["check"] = check(load, ref, reload, args.rtol)
         result["metrics_url"] = f"http://127.0.0.1:{port + 2}/metrics"
@@ -399,7 +415,9 @@ def report(r):
                   f"(mean batch {reqs / execs:.2f})")
         print(f"hot reload of {r['reload']['product']}: threshold {r['reload']['old']:.4g} -> "
               f"{r['reload']['new']:.4g}; {c['reload_new_seen']} responses with the new one, "
-              f"{c['reload_late_with_old_threshold']} late ones with the old")
+              f"{c['reload_late_with_old_threshold']} late ones with the old"
+              + ("" if r["reload"]["seen_after_load_s"] is None else
+                 f"; after the load, new threshold seen in {r['reload']['seen_after_load_s']:.2f} s"))
         for name, b in r["bad_requests"].items():
             print(f"  {name:26} refused={b['refused']!s:5} good after={b['good_after']!s:5} "
                   f"{b['message'][:90]}")
