@@ -34,13 +34,17 @@ test: install
 	   ! { test -x /usr/sbin/mosquitto && command -v chromium; } >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto chromium \
 	  || echo "apt-get could not install mosquitto/chromium: their tests will skip"; fi
+	@$(MAKE) -s serve-venv || echo "the serve venv could not be made: the serve tests will skip"
 	$(VPY) -m pytest -q tests
 
-# `careg-edge serve` runs in its own venv (PyTriton needs numpy<2); it needs the
-# package registry once (about a minute), so `make test` does not make it: its
-# tests skip with the reason until it exists. See docs/serving.md.
-serve-venv:
+# `careg-edge serve` runs in its own venv (PyTriton needs numpy<2), made from the
+# package registry (about a minute the first time; then only when its inputs
+# change). See docs/serving.md.
+SERVE_STAMP := build/serve-venv/.ready
+serve-venv: $(SERVE_STAMP)
+$(SERVE_STAMP): bench/make_serve_venv.sh pyproject.toml constraints.txt
 	PY=$(PY) bench/make_serve_venv.sh
+	touch $(SERVE_STAMP)
 
 wheel: $(VPY)
 	$(PIPI) build

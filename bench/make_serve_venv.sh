@@ -20,7 +20,7 @@ pipi() { "$VPY" -m pip install -q -c constraints.txt "$@"; }
 pipi --upgrade pip
 # opencv-python-headless from 4.12 on requires numpy>=2: the resolver picks one below.
 pipi "numpy<2" onnxruntime "opencv-python-headless>=4.8" "pillow>=9" "click>=8.1" \
-     "tqdm>=4.60" "threadpoolctl>=3" "nvidia-pytriton>=0.7,<0.8" "tritonclient[http]" \
+     "threadpoolctl>=3" "nvidia-pytriton>=0.7,<0.8" "tritonclient[http]" \
      scikit-build-core pybind11 "paho-mqtt>=2.0,<3" "asyncua>=1.1"
 pipi --no-deps --no-build-isolation -e . --config-settings=build-dir=build/serve-core
 # PyTriton's server binary links libpython: `careg-edge serve` sets LD_LIBRARY_PATH
