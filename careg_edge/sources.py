@@ -1,7 +1,7 @@
 """Frame sources (camera, stream, video, image folder) and the capture thread.
 
 A camera keeps producing frames whether or not inference keeps up, so it is read
-from its own thread into a bounded queue (see careg_edge/live.py for the road).
+from its own thread into a bounded queue (see careg_edge/live/ for the road).
 """
 from __future__ import annotations
 
