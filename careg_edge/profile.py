@@ -20,10 +20,10 @@ import numpy as np
 
 from .container import metadata_json, parse_container, read_container, write_container
 from .errors import BadHeader, EncoderMismatch, UserInputError
+from .estimators.registry import NAMES as ESTIMATORS
 
 KIND = "careg-profile"
 VERSION = 1
-ESTIMATORS = ("padim", "orthoad", "patchcore")
 FLAT_KEYS = ("estimator", "threshold", "grid_h", "grid_w", "image_h", "image_w", "sigma",
              "encoder_hash")
 # Optional flat key, written only when the rule is not "max" so that max-rule profiles

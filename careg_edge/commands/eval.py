@@ -4,6 +4,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserInputError
+from ..estimators.registry import NAMES as ESTIMATORS
 from ..postprocess import DEFAULT_IMAGE_SCORE, check_image_score
 
 
@@ -38,7 +39,7 @@ def _targets(text: str):
 @click.option("--shots", default="1,2,4,8", show_default=True, help="Support-set sizes K.")
 @click.option("--rounds", default=10, show_default=True, help="Support sets drawn per (category, K).")
 @click.option("--estimator", default="patchcore", show_default=True,
-              help="Estimator(s), comma separated: patchcore, padim, orthoad.")
+              help=f"Estimator(s), comma separated: {', '.join(ESTIMATORS)}.")
 @click.option("--localisation", type=click.Choice(["feature-unwarp", "registered-frame"]),
               default="feature-unwarp", show_default=True,
               help="Unwarp features to image coordinates before scoring, or score in the "

@@ -1,5 +1,6 @@
-"""Estimator names -> classes. Adding an estimator: its module here plus its
-scoring in the compiled road (cpp/src/road_score.cpp). Imported lazily so that
+"""Estimator names -> classes; the one list of names the rest of the package asks.
+Adding an estimator: its module here, its entry below, its kernel in the compiled
+road (every place: DEVELOPERS.md, "Adding an estimator"). Imported lazily so that
 naming an estimator does not load the others."""
 from __future__ import annotations
 
