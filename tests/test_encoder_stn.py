@@ -50,6 +50,27 @@ def test_stn_identity_init_gives_identity_warp(mode):
     torch.testing.assert_close(y, x, atol=1e-5, rtol=0)  # bilinear at pixel centres
 
 
+def test_shrink_and_reset_bring_the_stn_back_to_the_identity():
+    """Dead-step recovery (lab/train/loop.recover): shrink halves the raw output,
+    reset rebuilds a non-finite STN whose θ is the exact identity again."""
+    torch.manual_seed(0)
+    stn = STN(16, (12, 8), "rotation").eval()
+    x = torch.randn(3, 16, 12, 8)
+    with torch.no_grad():
+        stn.fc[2].weight.normal_(0, 0.01)
+        stn.fc[2].bias.fill_(0.8)
+    raw = stn.fc(stn.loc(x).flatten(1)).detach()
+    stn.shrink_to_identity(0.5)
+    angle = torch.atan2(stn.theta(x)[:, 1, 0], stn.theta(x)[:, 0, 0]).detach()
+    torch.testing.assert_close(angle, 0.5 * raw[:, 0], atol=1e-6, rtol=0)
+    with torch.no_grad():
+        stn.loc[0].weight.fill_(float("nan"))
+        stn.loc[1].running_var.fill_(float("inf"))
+    stn.reset_identity()
+    assert all(bool(torch.isfinite(t).all()) for t in list(stn.parameters()) + list(stn.buffers()))
+    np.testing.assert_array_equal(stn.theta(x).detach().numpy(), np.tile(np.eye(2, 3), (3, 1, 1)))
+
+
 @pytest.mark.parametrize("mode", TRAINABLE_MODES)
 def test_params_to_theta_matches_closed_form(mode):
     u = np.array([0.3, 1.2, 0.7, -0.1, 0.9, 0.2])
