@@ -1,6 +1,6 @@
 """Fill the <!-- BEGIN:X --> ... <!-- END:X --> regions of the docs from the eval caches in runs/.
 
-Run from the repo root after the runs listed in docs/results.md ("Runs behind the evaluation tables"): `python
+Run from the repo root after the runs listed in docs/archive/results-superseded.md ("Runs behind the evaluation tables"): `python
 bench/fill_docs.py`. Re-runnable; a run folder that is missing is skipped. Also writes the
 per-round digests docs/archive/eval/*.json (bench/results_digest.py)."""
 import json, subprocess, sys

@@ -17,8 +17,8 @@ import numpy as np
 from . import _core
 from .errors import UserInputError
 
-# Default image score, chosen by measurement (docs/results.md, "Image score"): the mean of
-# the hottest 20 % of the map. Picked on magnetic tile (exploratory ablation, +9 to +17
+# Default image score, chosen by measurement (docs/archive/results-superseded.md,
+# "Image score"): the mean of the hottest 20 % of the map. Picked on magnetic tile (exploratory ablation, +9 to +17
 # points image AUROC over the max), confirmed on metal_plate through `careg-edge eval`
 # (EfficientNet-Lite0 PatchCore K=2 95.8 -> 98.8, K=8 99.8 -> 99.9).
 DEFAULT_IMAGE_SCORE = "top20%"
