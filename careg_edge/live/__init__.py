@@ -22,7 +22,7 @@ serve line and users import.
 """
 from ..overlay import heatmap_overlay, put_label, save_defect
 from ..sources import (
-    Capture, CvSource, Frame, ImageSource, Source, SourceUnavailable, _cv2, open_source,
+    Capture, CvSource, Frame, ImageSource, Source, SourceUnavailable, open_source,
     open_with_retry)
 from .frame_prep import parse_roi, parse_size, prepare
 from .loop import LiveOptions, run_live
@@ -34,4 +34,4 @@ __all__ = [
     "Capture", "CvSource", "Frame", "ImageSource", "LatencyHistogram", "LiveOptions",
     "RECORD_SCHEMA", "Source", "SourceUnavailable", "Summary", "Window", "display_problem",
     "heatmap_overlay", "iso", "make_record", "open_source", "open_with_retry", "parse_roi",
-    "parse_size", "prepare", "put_label", "run_live", "save_defect", "unreadable_record", "_cv2"]
+    "parse_size", "prepare", "put_label", "run_live", "save_defect", "unreadable_record"]
