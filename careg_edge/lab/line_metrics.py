@@ -18,7 +18,7 @@ good images (a seeded draw) set the threshold at each target through
 `threshold_from_good`, and the same figures are measured on the remaining unseen
 goods only, so no image both sets and judges the threshold.
 
-`verdict` checks a summary row against the targets of issue 15 (see docs/evaluation.md).
+`verdict` checks a summary row against the line targets stated in docs/evaluation.md.
 """
 from __future__ import annotations
 
