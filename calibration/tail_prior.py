@@ -34,7 +34,15 @@ DEFAULT_PATH = Path(__file__).with_name("tail_prior.careg")
 NU0 = 4.0          # prior strength of sigma0, in pseudo-observations
 REAL_WEIGHT = 1.0  # weight of a real category against a synthetic one in every mean
 SHOTS = (1, 2, 4, 8)
-FALLBACK = {"orthoad": "padim"}
+
+
+def _fallback(estimator: str) -> str:
+    """The estimator whose records stand in for this one's (its class's
+    `tail_prior_fallback`; itself when it names none or is not registered)."""
+    from careg_edge.estimators.registry import NAMES, estimator_class
+    if estimator not in NAMES:
+        return estimator
+    return estimator_class(estimator).tail_prior_fallback or estimator
 
 
 class TailPrior:
@@ -75,9 +83,9 @@ class TailPrior:
         (the threshold then falls back to the LOO scores alone)."""
         if not DEFAULT_PATH.exists():
             return None
-        # nothing recorded for this setting: the nearest one that is (OrthoAD is PaDiM's
-        # Gaussian on other features; anything else falls back to the shipped default)
-        for est, rule in ((estimator, image_score), (FALLBACK.get(estimator, estimator), image_score),
+        # nothing recorded for this setting: the nearest one that is (the estimator's
+        # class names a similar one; anything else falls back to the shipped default)
+        for est, rule in ((estimator, image_score), (_fallback(estimator), image_score),
                           ("patchcore", "top20%")):
             setting = json.dumps({"estimator": est, "image_score": rule}, sort_keys=True)
             prior = _load_cached(str(DEFAULT_PATH), setting, ",".join(sorted(exclude)))

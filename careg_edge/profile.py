@@ -21,6 +21,7 @@ import numpy as np
 from .container import metadata_json, parse_container, read_container, write_container
 from .errors import BadHeader, EncoderMismatch, UserInputError
 from .estimators.registry import NAMES as ESTIMATORS
+from .estimators.registry import estimator_class
 
 KIND = "careg-profile"
 VERSION = 1
@@ -33,12 +34,6 @@ IMAGE_SCORE_KEY = "image_score"
 HISTORY_KEY = "threshold_history"
 # top<P>% with P spelled digits[.digits]: the one spelling the C++ reader accepts too.
 _TOP_RULE = re.compile(r"top([0-9]+(?:\.[0-9]+)?)%")
-# tensor name -> allowed dtypes, per estimator (channel_index is optional for all)
-_TENSORS = {
-    "padim": {"mean": ("<f4",), "precision_factor": ("<f4", "<f2")},
-    "orthoad": {"mean": ("<f4",), "precision_factor": ("<f4", "<f2"), "projection": ("<f4",)},
-    "patchcore": {"bank": ("<f4",), "bank_pos": ("<i4",)},   # F32 only, as the C reader
-}
 
 
 @dataclass
@@ -145,23 +140,27 @@ class Profile:
         return prof
 
     def validate(self, where: str) -> None:
-        """Every tensor the scorer will index has the shape the metadata implies."""
-        if self.estimator not in _TENSORS:
+        """Every tensor the scorer will index has the shape the metadata implies (the
+        estimator's class names its tensors and checks their shapes)."""
+        if self.estimator not in ESTIMATORS:
             raise BadHeader(f"{where}: unknown estimator {self.estimator!r} "
                             f"(this careg-edge knows {', '.join(ESTIMATORS)})")
         if min(self.grid + self.image_size) <= 0 or not np.isfinite(self.threshold) \
                 or not (self.sigma >= 0):
             raise BadHeader(f"{where}: profile sizes/threshold/sigma out of range")
         _check_image_score(self.image_score, where)
-        want = _TENSORS[self.estimator]
-        for name, dtypes in want.items():
+        est = estimator_class(self.estimator)
+        for name, dtypes in est.profile_tensors.items():
             a = self.tensors.get(name)
             if a is None:
                 raise BadHeader(f"{where}: {self.estimator} profile lacks tensor {name!r}")
             if a.dtype.str not in dtypes and np.dtype(a.dtype).newbyteorder("<").str not in dtypes:
                 raise BadHeader(f"{where}: tensor {name!r} has dtype {a.dtype}, "
                                 f"expected {' or '.join(dtypes)}")
-        _check_shapes(self, where)
+        bad = est.check_shapes(self.tensors, self.grid[0] * self.grid[1])
+        if bad is not None:
+            raise BadHeader(f"{where}: inconsistent profile: {bad}")
+        _check_channel_index(self.tensors.get("channel_index"), where)
 
     def check_encoder(self, encoder_hash: str, backbone: str = "") -> None:
         """Refuse to score with an encoder other than the one the profile was made with."""
@@ -193,27 +192,10 @@ def _check_image_score(rule, where: str) -> None:
                     "top<P>% with 0 < P <= 100; re-enroll")
 
 
-def _check_shapes(p: Profile, where: str) -> None:
-    t, P = p.tensors, p.grid[0] * p.grid[1]
-    bad = lambda what: BadHeader(f"{where}: inconsistent profile: {what}")  # noqa: E731
-    if p.estimator in ("padim", "orthoad"):
-        mean, fac = t["mean"], t["precision_factor"]
-        if mean.ndim != 2 or mean.shape[0] != P:
-            raise bad(f"mean shape {mean.shape}, grid has {P} positions")
-        D = mean.shape[1]
-        if fac.shape != (P, D * (D + 1) // 2):
-            raise bad(f"precision_factor shape {fac.shape}, expected {(P, D * (D + 1) // 2)}")
-        if p.estimator == "orthoad" and (t["projection"].ndim != 2 or t["projection"].shape[1] != D):
-            raise bad(f"projection shape {t['projection'].shape} does not end in D={D}")
-    else:
-        bank, pos = t["bank"], t["bank_pos"]
-        if bank.ndim != 2 or bank.shape[0] == 0 or pos.shape != (bank.shape[0],):
-            raise bad(f"bank {bank.shape} / bank_pos {pos.shape}")
-        if pos.size and (pos.min() < 0 or pos.max() >= P):
-            raise bad("bank_pos outside the grid")
-    ci = t.get("channel_index")
+def _check_channel_index(ci, where: str) -> None:
     if ci is not None and (ci.ndim != 1 or ci.dtype != np.int64 or (ci.size and ci.min() < 0)):
-        raise bad("channel_index must be a 1-D non-negative int64 tensor")
+        raise BadHeader(f"{where}: inconsistent profile: channel_index must be a 1-D "
+                        "non-negative int64 tensor")
 
 
 def _jsonable(o):

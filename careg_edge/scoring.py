@@ -23,6 +23,7 @@ import numpy as np
 from . import _core
 from .container import write_container
 from .estimators import make_estimator
+from .estimators.registry import estimator_class
 from .features import FeatureSpec, layout, outputs
 
 TRANSFORM_KEYS = ("channel_index", "projection")
@@ -31,14 +32,10 @@ OUTPUTS_KIND, OUTPUTS_VERSION = "careg-encoder-outputs", 1
 
 def scorer(estimator: str, tensors: Dict[str, np.ndarray], params: dict, grid: Tuple[int, int],
            image_size: Tuple[int, int], sigma: float, rule: str) -> "_core.Scorer":
-    """Estimator state + map + rule as the compiled core holds them (tensors copied)."""
-    if estimator == "patchcore":
-        t = {"bank": np.ascontiguousarray(tensors["bank"], np.float32),
-             "bank_pos": np.ascontiguousarray(tensors["bank_pos"], np.int32)}
-    else:
-        f = tensors["precision_factor"]
-        t = {"mean": np.ascontiguousarray(tensors["mean"], np.float32),
-             "precision_factor": np.ascontiguousarray(f, np.float16 if f.dtype == np.float16 else np.float32)}
+    """Estimator state + map + rule as the compiled core holds them (tensors copied;
+    the estimator's class says which, in which dtypes). search/radius/reweight_k are
+    the core's options of the bank search; other estimators ignore them."""
+    t = estimator_class(estimator).scorer_tensors(tensors)
     return _core.Scorer(estimator, list(grid), list(image_size), float(sigma), rule, t,
                         str(params.get("search", "global")), int(params.get("radius", 2)),
                         int(params.get("reweight_k", 9)))

@@ -3,6 +3,13 @@
 float32 on a (grid_h, grid_w) grid (P = grid_h * grid_w, row-major). Scoring is
 not here: the compiled road scores every estimator (careg_edge.scoring,
 cpp/src/road_score.cpp), for Python and the C API alike; fitting is NumPy.
+
+A subclass also declares what the rest of the package asks about it through the
+registry, so that no other module keeps a per-estimator table: its profile tensors
+(`profile_tensors`, `check_shapes`), how they reach the compiled Scorer
+(`scorer_tensors`), the GPU road's kernel that scores them (`gpu_kernel`, a key of
+careg_edge.gpu.distances.KERNELS) and whose tail-prior records stand in for its own
+(`tail_prior_fallback`).
 """
 from __future__ import annotations
 
@@ -23,6 +30,11 @@ class Estimator:
     # feature layout this estimator wants (features.FeatureSpec defaults)
     grid_stride = 4
     aggregate = False
+    # profile tensor name -> allowed dtypes (little-endian numpy spellings); the
+    # optional input transforms (channel_index, projection) are checked by the profile
+    profile_tensors: Dict[str, Tuple[str, ...]] = {}
+    gpu_kernel = ""                         # careg_edge.gpu.distances.KERNELS key
+    tail_prior_fallback: Optional[str] = None   # estimator whose prior records to use
 
     def __init__(self, **params):
         self.params = params
@@ -30,6 +42,18 @@ class Estimator:
     def input_transform(self, d_in: int, seed: int) -> Dict[str, np.ndarray]:
         """Fixed, data-independent tensors applied before fitting (channel_index/projection)."""
         return {}
+
+    @classmethod
+    def check_shapes(cls, tensors: Dict[str, np.ndarray], positions: int) -> Optional[str]:
+        """What is inconsistent about the state tensors on a grid of `positions` cells
+        (one phrase for the profile's error), or None. Dtypes are already checked."""
+        raise NotImplementedError
+
+    @classmethod
+    def scorer_tensors(cls, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The state tensors as the compiled core's `Scorer` takes them (contiguous,
+        in the dtypes its binding accepts)."""
+        raise NotImplementedError
 
     def fit(self, feats: np.ndarray, grid: Tuple[int, int], groups: np.ndarray,
             seed: int = 0) -> Fitted:

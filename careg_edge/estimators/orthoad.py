@@ -21,6 +21,16 @@ class OrthoAD(PaDiM):
     """PaDiM's Gaussian fit and scorer on projected instead of sub-sampled channels."""
 
     name = "orthoad"
+    profile_tensors = dict(PaDiM.profile_tensors, projection=("<f4",))
+    tail_prior_fallback = "padim"   # PaDiM's Gaussian on other features
+
+    @classmethod
+    def check_shapes(cls, tensors, positions):
+        bad = super().check_shapes(tensors, positions)
+        proj, D = tensors["projection"], tensors["mean"].shape[1]
+        if bad is None and (proj.ndim != 2 or proj.shape[1] != D):
+            return f"projection shape {proj.shape} does not end in D={D}"
+        return bad
 
     def input_transform(self, d_in, seed):
         return {"projection": semi_orthogonal(d_in, self.d, seed)}

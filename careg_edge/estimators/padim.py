@@ -33,6 +33,25 @@ def gaussian_factor(feats: np.ndarray, eps: float, half: bool = False):
 
 class PaDiM(Estimator):
     name = "padim"
+    profile_tensors = {"mean": ("<f4",), "precision_factor": ("<f4", "<f2")}
+    gpu_kernel = "mahalanobis"
+
+    @classmethod
+    def check_shapes(cls, tensors, positions):
+        mean, fac, P = tensors["mean"], tensors["precision_factor"], positions
+        if mean.ndim != 2 or mean.shape[0] != P:
+            return f"mean shape {mean.shape}, grid has {P} positions"
+        D = mean.shape[1]
+        if fac.shape != (P, D * (D + 1) // 2):
+            return f"precision_factor shape {fac.shape}, expected {(P, D * (D + 1) // 2)}"
+        return None
+
+    @classmethod
+    def scorer_tensors(cls, tensors):
+        f = tensors["precision_factor"]
+        return {"mean": np.ascontiguousarray(tensors["mean"], np.float32),
+                "precision_factor": np.ascontiguousarray(
+                    f, np.float16 if f.dtype == np.float16 else np.float32)}
 
     def __init__(self, d: int = 100, eps: float = 0.01, fp16: bool = False, **_):
         if eps <= 0:

@@ -76,6 +76,22 @@ class PatchCore(Estimator):
     name = "patchcore"
     grid_stride = 8
     aggregate = True
+    profile_tensors = {"bank": ("<f4",), "bank_pos": ("<i4",)}   # F32 only, as the C reader
+    gpu_kernel = "nearest_bank"
+
+    @classmethod
+    def check_shapes(cls, tensors, positions):
+        bank, pos = tensors["bank"], tensors["bank_pos"]
+        if bank.ndim != 2 or bank.shape[0] == 0 or pos.shape != (bank.shape[0],):
+            return f"bank {bank.shape} / bank_pos {pos.shape}"
+        if pos.size and (pos.min() < 0 or pos.max() >= positions):
+            return "bank_pos outside the grid"
+        return None
+
+    @classmethod
+    def scorer_tensors(cls, tensors):
+        return {"bank": np.ascontiguousarray(tensors["bank"], np.float32),
+                "bank_pos": np.ascontiguousarray(tensors["bank_pos"], np.int32)}
 
     def __init__(self, d: int = 256, gamma: float = 0.1, bank_size: int = None,
                  search: str = "global", radius: int = 2, reweight_k: int = 9,

@@ -10,10 +10,15 @@ cells whose window holds no usable row. Distances come from |q|^2 + |m|^2 - 2 q.
 in chunks; the few best candidates are recomputed exactly (the norm trick loses
 digits when q is close to m). Non-finite bank rows never win.
 Eq. 7: (1 - softmax(|x* - m|, m in N_b(m*))[m*]) * s*, in float64.
+
+KERNELS: the GPU road's kernels by the name an estimator's class gives as
+`gpu_kernel`. A kernel holds one profile's state on the device, gives distances
+[B, P] (plus what its image score needs) and, where the estimator has its own image
+score for a rule, that score; otherwise the road scores the map by the rule.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -141,3 +146,38 @@ def reweighted(x: torch.Tensor, dist: torch.Tensor, nn: torch.Tensor, bank: Bank
     w = 1.0 - e[:, 0] / e.sum(1)
     out = w * s.double()
     return torch.where(bad, torch.full_like(out, float("nan")), out)
+
+
+class Gaussian:
+    """PaDiM / OrthoAD: mean and precision factor on the device, Mahalanobis distances."""
+
+    def __init__(self, tensors: Dict[str, np.ndarray], grid: Tuple[int, int], params: dict, device):
+        self.mean = torch.from_numpy(np.ascontiguousarray(tensors["mean"], np.float32)).to(device)
+        self.dim = self.mean.shape[1]
+        self.factor = unpack_factor(tensors["precision_factor"], self.dim, device)
+
+    def distances(self, x: torch.Tensor):
+        return mahalanobis(x, self.mean, self.factor), None
+
+    def image_scores(self, x, dist, found, rule: str) -> Optional[torch.Tensor]:
+        return None   # the map rule
+
+
+class NearestBank:
+    """PatchCore: the bank (global or registered-local search); Eq. 7 under "max"."""
+
+    def __init__(self, tensors: Dict[str, np.ndarray], grid: Tuple[int, int], params: dict, device):
+        self.local = str(params.get("search", "global")) == "local"
+        self.reweight_k = int(params.get("reweight_k", 9))
+        self.bank = Bank(tensors["bank"], tensors["bank_pos"], grid,
+                         int(params.get("radius", 2)) if self.local else None, device)
+        self.dim = self.bank.rows.shape[1]
+
+    def distances(self, x: torch.Tensor):
+        return self.bank.search(x, self.local)
+
+    def image_scores(self, x, dist, nn, rule: str) -> Optional[torch.Tensor]:
+        return reweighted(x, dist, nn, self.bank, self.reweight_k) if rule == "max" else None
+
+
+KERNELS = {"mahalanobis": Gaussian, "nearest_bank": NearestBank}

@@ -27,7 +27,7 @@ from ..estimators import make_estimator
 from ..postprocess import check_image_score
 from . import preprocess as gpu_preprocess
 from .assemble import Assembly, all_finite, check_outputs
-from .distances import Bank, mahalanobis, reweighted, unpack_factor
+from .distances import KERNELS
 from .maps import Blur, check_invertible, image_scores, resize_each, unwarp
 from .precision import full_fp32
 from .transfer import upload
@@ -74,8 +74,8 @@ class GpuRoad:
         self.compiled = compiled if compiled is not None else scoring.road(profile, overrides)
         self.device = torch.device(device)
         spec = self.spec = self.compiled.spec
-        params = make_estimator(profile.estimator,
-                                **dict(profile.info.get("estimator_params", {}), **overrides)).params
+        est = make_estimator(profile.estimator,
+                             **dict(profile.info.get("estimator_params", {}), **overrides))
         self.estimator = profile.estimator
         self.image_size = tuple(int(s) for s in profile.image_size)
         rule = check_image_score(profile.image_score)
@@ -83,20 +83,18 @@ class GpuRoad:
         self.percent = 0.0 if rule == "max" else 100.0 if rule == "mean" else float(rule[3:-1])
         self.assembly = Assembly(spec, self.compiled.transform, self.device)
         self.blur = Blur(float(profile.sigma), *self.image_size, self.device)
-        t = profile.tensors
-        if self.estimator == "patchcore":
-            self.local = str(params.get("search", "global")) == "local"
-            self.reweight_k = int(params.get("reweight_k", 9))
-            self.bank = Bank(t["bank"], t["bank_pos"], spec.grid,
-                             int(params.get("radius", 2)) if self.local else None, self.device)
-            dim = self.bank.rows.shape[1]
-        else:
-            self.mean = torch.from_numpy(np.ascontiguousarray(t["mean"], np.float32)).to(self.device)
-            dim = self.mean.shape[1]
-            self.factor = unpack_factor(t["precision_factor"], dim, self.device)
+        # the estimator's state on the device: the kernel its class names
+        self.kernel = KERNELS[est.gpu_kernel](profile.tensors, spec.grid, est.params, self.device)
+        dim = self.kernel.dim
         if self.assembly.dim != dim:
             raise CaregError(f"profile: assembly gives D = {self.assembly.dim} features (channel_index/"
                              f"projection) but the estimator tensors have D = {dim}")
+
+    def __getattr__(self, name):
+        """The kernel's device state (mean, factor, bank, ...) reads as the road's own."""
+        if name == "kernel":   # not built yet: no recursion through __getattr__
+            raise AttributeError(name)
+        return getattr(self.kernel, name)
 
     # ---- the road ----------------------------------------------------------------
     def _tensors(self, out) -> Dict[str, torch.Tensor]:
@@ -126,32 +124,28 @@ class GpuRoad:
                              "encoder output was broken")
         timings = {"features": _ms(t)}
         t = time.perf_counter()
-        nn = None
-        if self.estimator == "patchcore":
-            dist, nn = self.bank.search(x, self.local)
-        else:
-            dist = mahalanobis(x, self.mean, self.factor)
+        dist, found = self.kernel.distances(x)
         _sync(self.device)
         timings["score"] = _ms(t)
         t = time.perf_counter()
         gh, gw = self.spec.grid
         dist = dist.reshape(B, gh, gw)
-        maps, scores = self._map_and_scores(out, x, dist, nn)
+        maps, scores = self._map_and_scores(out, x, dist, found)
         timings["postprocess"] = _ms(t)
         judged = [verdict(float(s), threshold) for s in scores]
         return {"dist": dist, "maps": maps, "scores": scores, "defect": [d for d, _ in judged],
                 "reason": [r for _, r in judged], "timings": timings}
 
-    def _map_and_scores(self, out, x, dist, nn) -> Tuple[torch.Tensor, np.ndarray]:
+    def _map_and_scores(self, out, x, dist, found) -> Tuple[torch.Tensor, np.ndarray]:
         """Distances [B, gh, gw] -> (blurred maps in the image frame, image scores on
-        the host): the map rule, or Eq. 7 for PatchCore with "max"."""
+        the host): the kernel's own image score where it has one for the rule (Eq. 7
+        for PatchCore with "max"), else the map rule."""
         th3 = out["theta_inv"][:, 2] if self.spec.mode == "registered" else None
         if th3 is not None:
             check_invertible(th3)
         maps = self.blur(unwarp(dist, th3, self.image_size))
-        if self.estimator == "patchcore" and self.rule == "max":
-            scores = reweighted(x, dist.flatten(1), nn, self.bank, self.reweight_k)
-        else:
+        scores = self.kernel.image_scores(x, dist.flatten(1), found, self.rule)
+        if scores is None:
             scores = image_scores(maps, self.rule, self.percent)
         return maps, scores.float().cpu().numpy()
 
