@@ -114,6 +114,17 @@ def test_shape_checks_are_the_classes():
         p.validate("x.careg")
 
 
+def test_the_compiled_road_scores_exactly_the_registered_estimators():
+    """The C++ table (road_score.cpp, estimator_rows) and the registry name the same
+    estimators in the same order; a name in neither is refused by both readers."""
+    from careg_edge import _core
+    assert tuple(_core.estimator_names()) == registry.NAMES
+    t = {"mean": np.zeros((4, 2), np.float32), "precision_factor": np.zeros((4, 3), np.float32)}
+    with pytest.raises(Exception, match="estimator 'other' is not padim, orthoad or patchcore"):
+        _core.Scorer("other", [2, 2], [8, 8], 1.0, "max", t)
+    assert _core.Scorer("orthoad", [2, 2], [8, 8], 1.0, "max", t).dim == 2
+
+
 def test_cli_offers_the_registered_estimators():
     assert _choices(enroll.command, "estimator") == registry.NAMES
     assert _choices(demo.command, "estimator") == registry.NAMES

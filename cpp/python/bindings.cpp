@@ -227,8 +227,10 @@ std::shared_ptr<careg::Scorer> make_scorer(const std::string& estimator, std::ve
               "image score '" << rule << "': use max, mean or top<P>% with 0 < P <= 100");
   std::vector<size_t> shape;
   const size_t P = s->positions();
-  if (estimator == "patchcore") {
-    s->estimator = careg::Estimator::PatchCore;
+  const careg::EstimatorRow* row = careg::estimator_row(estimator);
+  CAREG_CHECK(row, "estimator '" << estimator << "' is not " << careg::estimator_names());
+  s->estimator = row->estimator;
+  if (row->kernel == careg::Kernel::NearestBank) {
     copy_tensor(tensors, "bank", 2, 'f', s->bank, shape);
     s->dim = shape[1];
     CAREG_CHECK(shape[0] >= 1 && s->dim >= 1, "profile tensor bank must be a non-empty [M, D]");
@@ -239,9 +241,6 @@ std::shared_ptr<careg::Scorer> make_scorer(const std::string& estimator, std::ve
     s->radius = size_t(radius);
     s->reweight_k = size_t(reweight_k);
   } else {
-    CAREG_CHECK(estimator == "padim" || estimator == "orthoad",
-                "estimator '" << estimator << "' is not padim, orthoad or patchcore");
-    s->estimator = estimator == "padim" ? careg::Estimator::PaDiM : careg::Estimator::OrthoAD;
     copy_tensor(tensors, "mean", 2, 'f', s->mean, shape);
     s->dim = shape.size() == 2 ? shape[1] : 0;
     CAREG_CHECK(shape[0] == P, "profile tensor mean has " << shape[0] << " positions, the grid has " << P);
@@ -405,6 +404,11 @@ PYBIND11_MODULE(_core, m) {
     }
   });
   m.def("build_flags", &careg::build_flags);
+  m.def("estimator_names", [] {
+    std::vector<std::string> names;
+    for (const careg::EstimatorRow& r : careg::estimator_rows()) names.push_back(r.name);
+    return names;
+  }, "The estimators the compiled road scores (its table in road_score.cpp), in order");
   py::class_<careg::Layout, std::shared_ptr<careg::Layout>>(m, "Layout",
       "Feature assembly of a profile (immutable): channels, input size, grid stride, mode, aggregate, "
       "channel_index or projection")

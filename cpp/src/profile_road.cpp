@@ -102,8 +102,10 @@ Scorer scorer_of(const Profile& p) {
   s.sigma = p.sigma;
   s.dim = p.feature_dim();
   CAREG_CHECK(parse_rule(p.image_score(), s.rule, s.percent), "profile image_score '" << p.image_score() << "' is unknown");
-  if (p.estimator == "patchcore") {
-    s.estimator = Estimator::PatchCore;
+  const EstimatorRow* row = estimator_row(p.estimator);
+  CAREG_CHECK(row, "profile estimator '" << p.estimator << "' is not " << estimator_names());
+  s.estimator = row->estimator;
+  if (row->kernel == Kernel::NearestBank) {
     s.bank = as_f32(*p.tensor("bank"));
     const Tensor& pos = *p.tensor("bank_pos");
     s.bank_pos.assign(pos.as<std::int32_t>(), pos.as<std::int32_t>() + pos.shape[0]);
@@ -119,7 +121,6 @@ Scorer scorer_of(const Profile& p) {
         s.reweight_k = count(*v, "estimator_params.reweight_k", 1, 1000000);
     }
   } else {
-    s.estimator = p.estimator == "padim" ? Estimator::PaDiM : Estimator::OrthoAD;
     const Tensor& mean = *p.tensor("mean");
     s.mean.assign(mean.as<float>(), mean.as<float>() + mean.shape[0] * mean.shape[1]);
     const Tensor& f = *p.tensor("precision_factor");

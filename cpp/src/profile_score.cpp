@@ -10,6 +10,7 @@
 #include "careg/mahalanobis.h"
 #include "careg/parallel.h"
 #include "careg/profile.h"
+#include "careg/road.h"
 
 namespace careg {
 namespace {
@@ -39,7 +40,9 @@ void expect_shape(const Tensor& t, const std::string& name, std::vector<std::siz
 void Profile::validate(const std::string& where) {
   const std::size_t P = positions();
   if (sigma < 0.f || sigma > 1000.f) refuse(where, "metadata 'sigma' must be in [0, 1000]");
-  if (estimator == "padim" || estimator == "orthoad") {
+  const EstimatorRow* row = estimator_row(estimator);
+  if (!row) refuse(where, "unknown estimator '" + estimator + "' (expected " + estimator_names() + ")");
+  if (row->kernel == Kernel::Mahalanobis) {
     const Tensor& mean = need(*this, "mean", where);
     if (mean.dtype != DType::F32 || mean.shape.size() != 2) refuse(where, "tensor 'mean' must be F32 [P, D]");
     dim_ = mean.shape[1];
@@ -47,7 +50,7 @@ void Profile::validate(const std::string& where) {
     const Tensor& f = need(*this, "precision_factor", where);
     if (f.dtype != DType::F32 && f.dtype != DType::F16) refuse(where, "tensor 'precision_factor' must be F32 or F16");
     expect_shape(f, "precision_factor", {P, packed_size(dim_)}, where);
-  } else if (estimator == "patchcore") {
+  } else {
     const Tensor& bank = need(*this, "bank", where);
     if (bank.dtype != DType::F32 || bank.shape.size() != 2 || bank.shape[0] == 0)
       refuse(where, "tensor 'bank' must be a non-empty F32 [M, D]");
@@ -59,8 +62,6 @@ void Profile::validate(const std::string& where) {
       if (pos.as<std::int32_t>()[m] < 0 || std::size_t(pos.as<std::int32_t>()[m]) >= P)
         refuse(where, "tensor 'bank_pos' has a cell outside the " + std::to_string(grid_h) + "x" +
                           std::to_string(grid_w) + " grid");
-  } else {
-    refuse(where, "unknown estimator '" + estimator + "' (expected padim, orthoad or patchcore)");
   }
   if (const Tensor* ci = tensor("channel_index")) {
     if (ci->dtype != DType::I64 || ci->shape.size() != 1) refuse(where, "tensor 'channel_index' must be I64 [D]");

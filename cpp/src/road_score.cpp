@@ -150,6 +150,36 @@ bool parse_rule(const std::string& s, Rule& rule, double& percent) {
   return true;
 }
 
+const std::vector<EstimatorRow>& estimator_rows() {
+  static const std::vector<EstimatorRow> rows = {
+      {"padim", Estimator::PaDiM, Kernel::Mahalanobis},
+      {"orthoad", Estimator::OrthoAD, Kernel::Mahalanobis},  // PaDiM's kernel on projected features
+      {"patchcore", Estimator::PatchCore, Kernel::NearestBank},
+  };
+  return rows;
+}
+
+const EstimatorRow* estimator_row(const std::string& name) {
+  for (const EstimatorRow& r : estimator_rows())
+    if (name == r.name) return &r;
+  return nullptr;
+}
+
+Kernel kernel_of(Estimator e) {
+  for (const EstimatorRow& r : estimator_rows())
+    if (r.estimator == e) return r.kernel;
+  CAREG_CHECK(false, "estimator " << int(e) << " has no row in estimator_rows()");
+  return Kernel::Mahalanobis;  // not reached
+}
+
+std::string estimator_names() {
+  const auto& rows = estimator_rows();
+  std::string out;
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    out += std::string(i == 0 ? "" : i + 1 == rows.size() ? " or " : ", ") + rows[i].name;
+  return out;
+}
+
 void Scorer::validate() const {
   const std::size_t P = positions();
   CAREG_CHECK(P > 0 && grid_h <= 65536 && grid_w <= 65536, "profile grid " << grid_h << "x" << grid_w << " is empty");
@@ -158,7 +188,7 @@ void Scorer::validate() const {
   CAREG_CHECK(std::isfinite(sigma) && sigma >= 0.f && sigma <= 1000.f, "profile sigma must be in [0, 1000], got " << sigma);
   CAREG_CHECK(rule != Rule::Top || (percent > 0.0 && percent <= 100.0), "image score top<P>% needs 0 < P <= 100");
   CAREG_CHECK(dim > 0, "profile feature dimension D must be >= 1");
-  if (estimator == Estimator::PatchCore) {
+  if (kernel_of(estimator) == Kernel::NearestBank) {
     CAREG_CHECK(!bank.empty() && bank.size() % dim == 0,
                 "profile tensor bank must be a non-empty [M, D] with D = " << dim << ", got " << bank.size() << " values");
     CAREG_CHECK(bank_pos.size() == bank_size(),
@@ -201,7 +231,7 @@ void score(const Scorer& s, const float* x, std::size_t B, const float* theta_in
   check_features(x, B, P, D);
   auto t = Clock::now();
   std::vector<std::int64_t> nn;
-  if (s.estimator == Estimator::PatchCore) {
+  if (kernel_of(s.estimator) == Kernel::NearestBank) {
     patchcore_distances(s, local, radius, x, B, out.dist.data(), nn, threads);
   } else {
     bool half = s.factor32.empty();
@@ -212,7 +242,7 @@ void score(const Scorer& s, const float* x, std::size_t B, const float* theta_in
   t = Clock::now();
   anomaly_map(out.dist.data(), B, s.grid_h, s.grid_w, theta_inv3, s.image_h, s.image_w, s.sigma, out.maps.data(),
               out.scores.data(), threads);
-  if (s.rule == Rule::Max && s.estimator == Estimator::PatchCore) {
+  if (s.rule == Rule::Max && kernel_of(s.estimator) == Kernel::NearestBank) {
     for (std::size_t b = 0; b < B; ++b) out.scores[b] = reweighted(s, x + b * P * D, out.dist.data() + b * P, nn.data() + b * P);
   } else if (s.rule != Rule::Max) {
     const std::size_t n = top_count(N, s.percent);

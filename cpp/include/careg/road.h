@@ -56,6 +56,23 @@ struct Outputs {
 void assemble(const Layout& layout, const Outputs& out, float* features, int threads = 0);
 
 enum class Estimator { PaDiM, OrthoAD, PatchCore };
+// How a Scorer's state is held and scored (road_score.cpp): a Gaussian per position
+// (mean + packed precision factor) or a memory bank searched for the nearest row.
+// The readers (profile_score.cpp, profile_road.cpp, bindings.cpp) load by kernel.
+enum class Kernel { Mahalanobis, NearestBank };
+
+// The estimators the road scores, one row each, by the name profiles and the Python
+// binding use (careg_edge.estimators.registry names the same; a test holds them
+// equal). An estimator scored by an existing kernel is its enum value and its row.
+struct EstimatorRow {
+  const char* name;
+  Estimator estimator;
+  Kernel kernel;
+};
+const std::vector<EstimatorRow>& estimator_rows();
+const EstimatorRow* estimator_row(const std::string& name);  // nullptr if unknown
+Kernel kernel_of(Estimator e);
+std::string estimator_names();  // "padim, orthoad or patchcore", for messages
 enum class Rule { Max, Mean, Top };
 
 // Parses "max" | "mean" | "top<P>%" (digits[.digits], 0 < P <= 100); false if not.
