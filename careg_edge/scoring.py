@@ -33,12 +33,9 @@ OUTPUTS_KIND, OUTPUTS_VERSION = "careg-encoder-outputs", 1
 def scorer(estimator: str, tensors: Dict[str, np.ndarray], params: dict, grid: Tuple[int, int],
            image_size: Tuple[int, int], sigma: float, rule: str) -> "_core.Scorer":
     """Estimator state + map + rule as the compiled core holds them (tensors copied;
-    the estimator's class says which, in which dtypes). search/radius/reweight_k are
-    the core's options of the bank search; other estimators ignore them."""
-    t = estimator_class(estimator).scorer_tensors(tensors)
-    return _core.Scorer(estimator, list(grid), list(image_size), float(sigma), rule, t,
-                        str(params.get("search", "global")), int(params.get("radius", 2)),
-                        int(params.get("reweight_k", 9)))
+    the estimator's class says which tensors, in which dtypes, and which options)."""
+    return _core.Scorer(estimator, list(grid), list(image_size), float(sigma), rule,
+                        **estimator_class(estimator).scorer_args(tensors, params))
 
 
 @dataclass

@@ -86,7 +86,7 @@ def test_every_registered_estimator_declares_its_places():
         cls = registry.estimator_class(name)
         assert cls.name == name and cls.profile_tensors and cls.gpu_kernel in KERNELS
         assert cls.tail_prior_fallback in (None,) + registry.NAMES
-        for method in ("check_shapes", "scorer_tensors"):
+        for method in ("check_shapes", "scorer_args"):
             assert getattr(cls, method).__func__ is not getattr(registry.Estimator, method).__func__
     assert tail_prior._fallback("orthoad") == "padim"
     assert tail_prior._fallback("padim") == "padim" and tail_prior._fallback("other") == "other"
@@ -105,10 +105,12 @@ def test_shape_checks_are_the_classes():
     assert cls("orthoad").check_shapes(ortho, P) == "projection shape (10, 4) does not end in D=3"
     bank = {"bank": np.zeros((4, D), np.float32), "bank_pos": np.array([0, 1, 5, 6], np.int32)}
     assert cls("patchcore").check_shapes(bank, P) == "bank_pos outside the grid"
-    sc = cls("patchcore").scorer_tensors({"bank": bank["bank"].astype(np.float64),
-                                          "bank_pos": bank["bank_pos"].astype(np.int64)})
-    assert sc["bank"].dtype == np.float32 and sc["bank_pos"].dtype == np.int32
-    np.testing.assert_array_equal(sc["bank_pos"], [0, 1, 5, 6])
+    sc = cls("patchcore").scorer_args({"bank": bank["bank"].astype(np.float64),
+                                       "bank_pos": bank["bank_pos"].astype(np.int64)}, {"radius": 1})
+    assert (sc["search"], sc["radius"], sc["reweight_k"]) == ("global", 1, 9)
+    assert sc["tensors"]["bank"].dtype == np.float32 and sc["tensors"]["bank_pos"].dtype == np.int32
+    np.testing.assert_array_equal(sc["tensors"]["bank_pos"], [0, 1, 5, 6])
+    assert set(cls("orthoad").scorer_args(ortho, {"search": "local"})) == {"tensors"}
     p = profile.Profile("patchcore", bank, 1.0, (2, 3), (8, 12), 1.0, "h" * 64)
     with pytest.raises(BadHeader, match="inconsistent profile: bank_pos outside the grid"):
         p.validate("x.careg")

@@ -7,7 +7,7 @@ cpp/src/road_score.cpp), for Python and the C API alike; fitting is NumPy.
 A subclass also declares what the rest of the package asks about it through the
 registry, so that no other module keeps a per-estimator table: its profile tensors
 (`profile_tensors`, `check_shapes`), how they reach the compiled Scorer
-(`scorer_tensors`), the GPU road's kernel that scores them (`gpu_kernel`, a key of
+(`scorer_args`), the GPU road's kernel that scores them (`gpu_kernel`, a key of
 careg_edge.gpu.distances.KERNELS) and whose tail-prior records stand in for its own
 (`tail_prior_fallback`).
 """
@@ -50,9 +50,9 @@ class Estimator:
         raise NotImplementedError
 
     @classmethod
-    def scorer_tensors(cls, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """The state tensors as the compiled core's `Scorer` takes them (contiguous,
-        in the dtypes its binding accepts)."""
+    def scorer_args(cls, tensors: Dict[str, np.ndarray], params: dict) -> dict:
+        """Keyword arguments of the compiled core's `Scorer` for this state: `tensors`
+        (contiguous, in the dtypes its binding accepts) and any scoring options."""
         raise NotImplementedError
 
     def fit(self, feats: np.ndarray, grid: Tuple[int, int], groups: np.ndarray,

@@ -47,11 +47,11 @@ class PaDiM(Estimator):
         return None
 
     @classmethod
-    def scorer_tensors(cls, tensors):
+    def scorer_args(cls, tensors, params):
         f = tensors["precision_factor"]
-        return {"mean": np.ascontiguousarray(tensors["mean"], np.float32),
-                "precision_factor": np.ascontiguousarray(
-                    f, np.float16 if f.dtype == np.float16 else np.float32)}
+        return {"tensors": {"mean": np.ascontiguousarray(tensors["mean"], np.float32),
+                            "precision_factor": np.ascontiguousarray(
+                                f, np.float16 if f.dtype == np.float16 else np.float32)}}
 
     def __init__(self, d: int = 100, eps: float = 0.01, fp16: bool = False, **_):
         if eps <= 0:

@@ -89,9 +89,11 @@ class PatchCore(Estimator):
         return None
 
     @classmethod
-    def scorer_tensors(cls, tensors):
-        return {"bank": np.ascontiguousarray(tensors["bank"], np.float32),
-                "bank_pos": np.ascontiguousarray(tensors["bank_pos"], np.int32)}
+    def scorer_args(cls, tensors, params):
+        return {"tensors": {"bank": np.ascontiguousarray(tensors["bank"], np.float32),
+                            "bank_pos": np.ascontiguousarray(tensors["bank_pos"], np.int32)},
+                "search": str(params.get("search", "global")), "radius": int(params.get("radius", 2)),
+                "reweight_k": int(params.get("reweight_k", 9))}
 
     def __init__(self, d: int = 256, gamma: float = 0.1, bank_size: int = None,
                  search: str = "global", radius: int = 2, reweight_k: int = 9,
