@@ -239,7 +239,7 @@ def test_cached_road_rebuilds_on_tensor_replacement(toy_profiles):
     assert cached_road(prof, {"search": "global"}, "cpu") is not first
     prof.tensors = dict(prof.tensors, mean=prof.tensors["mean"] + 1.0)
     again = cached_road(prof, {}, "cpu")
-    assert again is not first and torch.equal(again.mean.cpu(), torch.from_numpy(prof.tensors["mean"]))
+    assert again is not first and torch.equal(again.kernel.mean.cpu(), torch.from_numpy(prof.tensors["mean"]))
 
 
 # ---- device preprocessing -----------------------------------------------------------

@@ -90,12 +90,6 @@ class GpuRoad:
             raise CaregError(f"profile: assembly gives D = {self.assembly.dim} features (channel_index/"
                              f"projection) but the estimator tensors have D = {dim}")
 
-    def __getattr__(self, name):
-        """The kernel's device state (mean, factor, bank, ...) reads as the road's own."""
-        if name == "kernel":   # not built yet: no recursion through __getattr__
-            raise AttributeError(name)
-        return getattr(self.kernel, name)
-
     # ---- the road ----------------------------------------------------------------
     def _tensors(self, out) -> Dict[str, torch.Tensor]:
         """Encoder outputs (tensors or arrays) as float32 tensors on this road's device."""
