@@ -64,12 +64,28 @@ class Category:
         return out
 
 
+def category_dirs(root: Path) -> List[Path]:
+    """Category folders under `root` (those with train/good), or [root] when `root` is
+    itself one. Shared by evaluation (which also needs test/) and training."""
+    root = Path(root)
+    if (root / "train" / "good").is_dir():
+        return [root]
+    return [d for d in sorted(root.iterdir()) if (d / "train" / "good").is_dir()]
+
+
+def normal_images(cat_dir: Path, folders: Sequence[str] = ("train/good", "validation/good")) -> List[Path]:
+    """The category's normal image files in `folders` (those that exist), sorted per folder."""
+    return [f for g in folders if (Path(cat_dir) / g).is_dir()
+            for f in sorted((Path(cat_dir) / g).iterdir())
+            if f.is_file() and f.suffix.lower() in imageio.IMAGE_SUFFIXES]
+
+
 def find_categories(root: Path) -> List[str]:
     """Folders of `root` in the MVTec AD layout (train/good and test/)."""
     root = Path(root)
     if not root.is_dir():
         raise UserInputError(f"--data {root}: folder does not exist")
-    cats = sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir() and (p / "test").is_dir())
+    cats = [p.name for p in category_dirs(root) if p != root and (p / "test").is_dir()]
     if not cats:
         raise UserInputError(f"--data {root}: no category folder with train/good and test/ "
                              "(expected the MVTec AD layout ROOT/CAT/train/good, ROOT/CAT/test/<type>)")

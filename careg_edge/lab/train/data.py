@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ...errors import UserInputError
-from ...imageio import IMAGE_SUFFIXES, read_image
+from ...imageio import read_image
+from ..datasets import category_dirs, normal_images
 
 GOOD_FOLDERS = ("train/good", "validation/good")  # the only folders training reads
 
@@ -33,32 +34,23 @@ def discover(roots: Sequence, exclude: Sequence[str] = (), min_images: int = 2) 
     for root in map(Path, roots):
         if not root.is_dir():
             raise UserInputError(f"{root}: dataset root does not exist or is not a folder")
-        found = [d for d in sorted(root.iterdir()) if (d / "train" / "good").is_dir()]
-        if (root / "train" / "good").is_dir():  # a single category given directly
-            found = [root]
+        found = category_dirs(root)  # a single category may be given directly
         if not found:
             raise UserInputError(f"{root}: no CATEGORY/train/good folders (MVTec AD layout expected)")
         for d in found:
             if d.name in exclude:
                 continue
-            files = [f for g in GOOD_FOLDERS if (d / g).is_dir() for f in sorted((d / g).iterdir())
-                     if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+            files = normal_images(d, GOOD_FOLDERS)
             if len(files) < min_images:
                 raise UserInputError(f"{d}: {len(files)} normal images, need at least {min_images} "
                                      f"(1 query + k support); add images or --exclude {d.name}")
             cats[f"{root.name}/{d.name}"] = files
-    unknown = set(exclude) - {Path(c).name for r in roots for c in _cat_names(Path(r))}
+    unknown = set(exclude) - {d.name for r in roots for d in category_dirs(Path(r))}
     if unknown:
         raise UserInputError(f"--exclude {sorted(unknown)[0]}: no such category under the roots")
     if not cats:
         raise UserInputError("every category was excluded; nothing to train on")
     return cats
-
-
-def _cat_names(root: Path):
-    if (root / "train" / "good").is_dir():
-        return [root.name]
-    return [d.name for d in root.iterdir() if (d / "train" / "good").is_dir()]
 
 
 def load_images(files: Sequence[Path], size: int) -> torch.Tensor:
