@@ -12,11 +12,14 @@ from careg_edge.errors import CaregError, UserInputError
 NAMES = sorted(BACKBONES)
 CHANNELS = {"resnet18": (64, 128, 256), "wide_resnet50_2": (256, 512, 1024),
             "resnet50v2": (256, 512, 1024), "efficientnet_lite0": (24, 40, 112),
+            "efficientnet_lite1": (24, 40, 112), "efficientnet_lite2": (24, 48, 120),
             "mobilenet_v2": (24, 32, 96)}
 # keys that only exist in full ImageNet files; the trunk never builds these layers
 EXTRA_KEYS = {"resnet18": "layer4.0.conv1.weight", "wide_resnet50_2": "fc.weight",
               "resnet50v2": "layer4.0.bn1.weight", "efficientnet_lite0": "_blocks.14._bn2.bias",
+              "efficientnet_lite1": "_blocks.20._bn2.bias", "efficientnet_lite2": "_blocks.20._bn2.bias",
               "mobilenet_v2": "features.18.0.weight"}
+LITES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +126,7 @@ def _real(name):
         pytest.skip(f"real {name} weights not available: {e}")
 
 
-@pytest.mark.parametrize("name", ["resnet50v2", "efficientnet_lite0", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["resnet50v2", "mobilenet_v2"] + LITES)
 def test_real_weights_load_strictly(name):
     path = _real(name)
     m = create_backbone(name, weights="default")
@@ -162,7 +165,7 @@ def _natural_images(meta_model, n=8, size=128):
     return torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32))
 
 
-@pytest.mark.parametrize("name", ["resnet50v2", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["resnet50v2", "mobilenet_v2"] + LITES)
 def test_real_weights_match_bn_running_statistics(name):
     """A coherent trained network sees, at each BN, inputs whose per-channel means
     correlate with that BN's running mean; shuffling conv input channels (a wiring
@@ -183,6 +186,66 @@ def test_real_weights_match_bn_running_statistics(name):
     corr_c = [np.corrcoef(mod.running_mean.double().numpy(), mu.numpy())[0, 1]
               for mod, mu, _ in stats_c]
     assert np.median(corr) > np.median(corr_c) + 0.2, (np.median(corr), np.median(corr_c))
+
+
+def _file_stages(sd):
+    """(repeats, kernel, expand, cout) per stage read from a lukemelas EfficientNet state
+    dict's shapes alone; a stage is a run of blocks with one output width."""
+    n = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("_blocks."))
+    stages = []
+    for i in range(n):
+        dw = sd[f"_blocks.{i}._depthwise_conv.weight"].shape  # [mid, 1, k, k]
+        cout = sd[f"_blocks.{i}._project_conv.weight"].shape[0]
+        cin = sd[f"_blocks.{i}._expand_conv.weight"].shape[1] if f"_blocks.{i}._expand_conv.weight" in sd else dw[0]
+        if stages and stages[-1][3] == cout:
+            stages[-1][0] += 1
+        else:
+            stages.append([1, dw[2], dw[0] // cin, cout])
+    return [tuple(s) for s in stages]
+
+
+@pytest.mark.parametrize("name", LITES)
+def test_lite_scaling_matches_the_registry_files(name):
+    """The scaling table (round_filters width, ceil depth, first/last stage fixed) gives
+    every stage of the published file, including the ones the trunk never builds."""
+    from careg_edge.encoder.mobile import LITE_VARIANTS, lite_stages
+    sd = read_state_dict(_real(name))
+    width, depth, _ = LITE_VARIANTS[name]
+    assert _file_stages(sd) == [(n, k, e, c) for n, k, _, e, c in lite_stages(width, depth)]
+    assert tuple(sd["_conv_stem.weight"].shape) == (32, 3, 3, 3)
+    assert sd["_conv_head.weight"].shape[:2] == (1280, lite_stages(width, depth)[-1][4])
+
+
+def test_lite_scaling_published_widths():
+    """EfficientNet-Lite2 (width 1.1): 16, 24, 48, 88, 120, 208, 352 channels; Lite1/Lite0
+    keep the base widths; repeats 1,3,3,4,4,5,1 for both Lite1 (depth 1.1) and Lite2 (1.2)."""
+    from careg_edge.encoder.mobile import lite_stages
+    assert [s[4] for s in lite_stages(1.1, 1.2)] == [16, 24, 48, 88, 120, 208, 352]
+    assert [s[4] for s in lite_stages(1.0, 1.1)] == [16, 24, 40, 80, 112, 192, 320]
+    assert [s[0] for s in lite_stages(1.1, 1.2)] == [1, 3, 3, 4, 4, 5, 1]
+    assert [s[0] for s in lite_stages(1.0, 1.0)] == [1, 2, 2, 3, 3, 4, 1]
+
+
+def test_lite0_outputs_unchanged():
+    """Per-tap statistics of the real Lite0 trunk on a fixed input, recorded from the
+    Lite0-only implementation before the trunk was generalised to Lite1/2."""
+    _real("efficientnet_lite0")
+    m = create_backbone("efficientnet_lite0").eval()
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        feats = m(x)
+    ref = [((2, 24, 56, 56), -0.17089200582755487, 10.456348677316202,
+            [-11.29773998260498, 10.168045997619629, 7.234625339508057, 18.2957763671875]),
+           ((2, 40, 28, 28), -1.6751566390722825, 6.504667912820878,
+            [-2.869915723800659, 9.609935760498047, 7.589662551879883, 0.9741591811180115]),
+           ((2, 112, 14, 14), -0.4990197691394773, 3.18491369149096,
+            [-0.5932786464691162, -3.834390878677368, -2.722418785095215, -2.6928019523620605])]
+    for f, (shape, mean, absmean, first) in zip(feats, ref):
+        assert tuple(f.shape) == shape
+        assert float(f.double().mean()) == pytest.approx(mean, abs=1e-4)
+        assert float(f.double().abs().mean()) == pytest.approx(absmean, rel=1e-5)
+        np.testing.assert_allclose(f.flatten()[:4].numpy(), first, rtol=1e-4, atol=1e-4)
 
 
 # ---------------------------------------------------------------- weights search
