@@ -99,12 +99,14 @@ def command(profiles, more_profiles, model, port, address, max_batch, queue_dela
 
 
 def _wait(service) -> None:
-    """Until Ctrl-C or SIGTERM (both end the server cleanly)."""
+    """Until Ctrl-C or SIGTERM (both end the server cleanly). Both handlers are set
+    here, not inherited: a shell starts background jobs with SIGINT ignored, and a
+    server started that way must still stop on Ctrl-C / `kill -INT`."""
     import signal
-    old = signal.signal(signal.SIGTERM, lambda *a: service.stopped.set())
+    stop = lambda *a: service.stopped.set()  # noqa: E731
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         service.wait()
-    except KeyboardInterrupt:
-        pass
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
