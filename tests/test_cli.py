@@ -152,3 +152,10 @@ def test_verbs_registry_matches_issue():
                      "info", "demo"]
     assert set(OURS) <= set(present_verbs())
     assert Path(__file__).resolve().parents[1].joinpath("careg_edge/commands/run.py").exists()
+
+
+def test_train_backbone_choices_are_the_backbones():
+    """commands/train.py spells the names out (no torch import at CLI start-up)."""
+    from careg_edge.commands.train import _BACKBONES
+    from careg_edge.encoder.backbones import BACKBONES
+    assert sorted(_BACKBONES) == sorted(BACKBONES)
