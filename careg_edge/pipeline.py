@@ -47,6 +47,18 @@ def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
+def check_profile(meta, profile: Profile) -> None:
+    """Refuse a profile made with another encoder, input size or precision than the
+    encoder described by `meta` (an EncoderMeta; no runtime needed)."""
+    profile.check_encoder(meta.encoder_hash, meta.backbone)
+    if tuple(profile.image_size) != tuple(meta.input_size):
+        raise EncoderMismatch(f"{profile.path or 'profile'}: enrolled at input size "
+                              f"{tuple(profile.image_size)}, the encoder takes "
+                              f"{tuple(meta.input_size)}; re-enroll")
+    # same hash, other precision (an INT8 engine of the FP32 encoder): runtime/precision.py
+    check_precision(profile.info, meta.extra, profile.path or "profile")
+
+
 class Inspector:
     def __init__(self, model=None, backend: str = "auto", threads: int = 0, batch_size: int = 8,
                  device: str = "auto"):
@@ -122,13 +134,7 @@ class Inspector:
 
     def check(self, profile: Profile) -> None:
         """Refuse a profile made with another encoder or input size."""
-        profile.check_encoder(self.meta.encoder_hash, self.meta.backbone)
-        if tuple(profile.image_size) != tuple(self.meta.input_size):
-            raise EncoderMismatch(f"{profile.path or 'profile'}: enrolled at input size "
-                                  f"{tuple(profile.image_size)}, the encoder takes "
-                                  f"{tuple(self.meta.input_size)}; re-enroll")
-        # same hash, other precision (an INT8 engine of the FP32 encoder): runtime/precision.py
-        check_precision(profile.info, self.meta.extra, profile.path or "profile")
+        check_profile(self.meta, profile)
 
     def inspect(self, image, profile, **overrides) -> Result:
         return self.inspect_batch([image], profile, **overrides)[0]
@@ -158,7 +164,7 @@ class Inspector:
             res, times = inspect_images(self.runtime, road, rgbs, threshold, sizes)
             times["preprocess"] += decode_ms
             return self._results(res, threshold, times, len(rgbs))
-        x = preprocess.normalise([preprocess.resize(r, road.spec.input_size) for r in rgbs], self.meta)
+        x = preprocess.encoder_input(rgbs, self.meta)   # meta.input_size = the profile's: check()
         times["preprocess"] = _ms(t)
         t = time.perf_counter()
         out = self.runtime.infer(x)

@@ -44,6 +44,11 @@ def resize(rgb: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
+def encoder_input(rgbs: Sequence[np.ndarray], meta) -> np.ndarray:
+    """RGB uint8 images of any size -> the encoder's float32 NCHW input."""
+    return normalise([resize(rgb, tuple(meta.input_size)) for rgb in rgbs], meta)
+
+
 def normalise(rgbs: Sequence[np.ndarray], meta) -> np.ndarray:
     """RGB uint8 images already at meta.input_size -> float32 [B, 3, H, W]."""
     x = np.stack(rgbs).astype(np.float32) * np.float32(meta.scale)

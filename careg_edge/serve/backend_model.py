@@ -17,6 +17,7 @@ careg_score: the encoder outputs + size + product -> verdict, score, threshold,
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Dict, List
 
@@ -26,8 +27,9 @@ import triton_python_backend_utils as pb_utils  # noqa: E402  (provided by Trito
 
 from ..encoder_meta import EncoderMeta
 from ..errors import CaregError
+from ..preprocess import encoder_input
 from . import HEATMAP, MAX_IMAGE_BYTES
-from .engine import encoder_check, normalised, score
+from .engine import score
 from .protocol import RequestError, decode_image, outputs_of, product_name, stack
 
 META_FILE = "encoder_meta.json"   # in each Python model's folder, written at export
@@ -80,7 +82,7 @@ class DecodeModel:
                 continue
             sizes = np.array([r.shape[:2] for r in rgbs], np.int32)
             responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("input", normalised(rgbs, self.meta)),
+                pb_utils.Tensor("input", encoder_input(rgbs, self.meta)),
                 pb_utils.Tensor("size", sizes)]))
         return responses
 
@@ -90,11 +92,12 @@ class DecodeModel:
 
 class ScoreModel:
     def initialize(self, args):
+        from ..pipeline import check_profile
         from .registry import ProfileRegistry
         config = json.loads(args["model_config"])
         folder = _model_dir(args) / _param(config, "profiles_dir", "profiles")
         poll = float(_param(config, "poll_s", "1.0"))
-        self.registry = ProfileRegistry([folder], check=encoder_check(_meta(args)), log=_log,
+        self.registry = ProfileRegistry([folder], check=partial(check_profile, _meta(args)), log=_log,
                                         poll_s=poll).start()
 
     def _request_items(self, req):

@@ -9,7 +9,6 @@ repository calls `score` on the encoder outputs Triton hands it.
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -18,24 +17,10 @@ from .. import preprocess, scoring
 from ..decision import Result, decide
 
 
-def encoder_check(meta):
-    """check(profile) for a profile registry: Inspector.check's test (encoder hash,
-    input size) for an encoder known only by its EncoderMeta (no runtime loaded)."""
-    from ..pipeline import Inspector
-    holder = SimpleNamespace(meta=meta)
-    return lambda profile: Inspector.check(holder, profile)
-
-
-def normalised(rgbs: Sequence[np.ndarray], meta) -> np.ndarray:
-    """RGB images of any size -> the encoder's float32 NCHW input."""
-    size = tuple(meta.input_size)
-    return preprocess.normalise([preprocess.resize(rgb, size) for rgb in rgbs], meta)
-
-
 def encode(insp, rgbs: Sequence[np.ndarray]) -> Tuple[Dict[str, np.ndarray], float, float]:
     """RGB images -> (raw encoder outputs, preprocess ms, encode ms), in chunks of insp.batch_size."""
     t0 = time.perf_counter()
-    x = normalised(rgbs, insp.meta)
+    x = preprocess.encoder_input(rgbs, insp.meta)
     t1 = time.perf_counter()
     step = max(1, insp.batch_size)
     parts = [insp.runtime.infer(x[s:s + step]) for s in range(0, len(x), step)]

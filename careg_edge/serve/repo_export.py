@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Dict, Iterable, Sequence, Tuple
 
@@ -124,12 +125,12 @@ def _target(out: Path) -> Path:
 
 def export_repo(out, model=None, profiles: Sequence = (), max_batch: int = 8) -> Path:
     """Write the repository; profiles (files or folders of *.careg) go to careg_score/profiles/."""
-    from .engine import encoder_check
+    from ..pipeline import check_profile
     from .registry import ProfileRegistry
     out = _target(Path(out))
     onnx_path = _encoder_file(model)
     meta, shapes = _output_shapes(onnx_path)
-    reg = ProfileRegistry(profiles, check=encoder_check(meta)) if profiles else None
+    reg = ProfileRegistry(profiles, check=partial(check_profile, meta)) if profiles else None
     for name, text in configs(meta, shapes, int(max_batch)).items():
         atomic_write_bytes(out / name / "config.pbtxt", text.encode())
         (out / name / "1").mkdir(parents=True, exist_ok=True)
