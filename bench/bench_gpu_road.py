@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from careg_edge import _core, scoring  # noqa: E402
 from careg_edge.features import FeatureSpec  # noqa: E402
 from careg_edge.profile import Profile  # noqa: E402
+from bench_core import best  # noqa: E402  (the same warm-up + best-of-N timer)
 
 CHANNELS, SIZE = (24, 40, 112), (224, 224)
 
@@ -64,16 +64,6 @@ def outputs(b: int, rng) -> dict:
     inv = th.copy()
     inv[:, :, 0, 1], inv[:, :, 1, 0] = th[:, :, 1, 0], th[:, :, 0, 1]
     return {**out, "theta": th, "theta_inv": inv}
-
-
-def best(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times) * 1e3
 
 
 def main(argv=None) -> int:
