@@ -15,8 +15,8 @@ _OFF, _ON, _AUTO = ("0", "false", "no", "off"), ("1", "true", "yes", "on"), ("",
 def runtime_device(runtime) -> str:
     """The device a runtime computes on, as a string ("cpu", "cuda", "cuda:1").
 
-    Runtime.device is optional in the runtime interface (runtime/base.py): runtimes
-    that run on the host (ONNX Runtime CPU, test fakes) have none and mean "cpu"."""
+    Every Runtime has one (runtime/base.py, "cpu" unless a GPU runtime sets it); an
+    object that only duck-types `infer` (a test's stand-in encoder) has none: "cpu"."""
     dev = getattr(runtime, "device", None)
     return "cpu" if dev is None else str(dev)
 

@@ -27,6 +27,7 @@ class Runtime:
 
     name = "base"
     meta: EncoderMeta
+    device = "cpu"   # where infer computes: GPU runtimes set "cuda:N" (gpu/device.py reads it)
 
     def infer(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
         """batch: float32 [B, 3, H, W], already normalised. Returns OUTPUT_NAMES arrays."""
