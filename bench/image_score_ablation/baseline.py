@@ -49,6 +49,28 @@ class MapKeepingEnrollment(Enrollment):
             self._synthetic = False
 
 
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406]) * 255
+IMAGENET_STD = np.array([0.229, 0.224, 0.225]) * 255
+
+
+def standardise(rgb: np.ndarray, mode: str) -> np.ndarray:
+    """PHOTOMETRIC_RULE.md: one image's intensities to a fixed mean and spread."""
+    x = rgb.astype(np.float64)
+    if mode == "global":
+        x = (x - x.mean()) / max(x.std(), 1e-6) * IMAGENET_STD.mean() + IMAGENET_MEAN.mean()
+    else:
+        m, s = x.mean((0, 1)), np.maximum(x.std((0, 1)), 1e-6)
+        x = (x - m) / s * IMAGENET_STD + IMAGENET_MEAN
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def use_photometric(mode: str) -> None:
+    """Every encoder input (support, its augmented views, test images) standardised
+    first: the one function they all pass through is preprocess.normalise."""
+    inner = preprocess.normalise
+    preprocess.normalise = lambda rgbs, meta: inner([standardise(r, mode) for r in rgbs], meta)
+
+
 def top(flat: np.ndarray, frac: float) -> np.ndarray:
     n = max(1, int(round(flat.shape[1] * frac)))
     return np.sort(flat, 1)[:, -n:].mean(1)
@@ -80,7 +102,10 @@ def main(argv=None):
     ap.add_argument("--shots", default="2,8")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("-o", "--output", required=True)
+    ap.add_argument("--photometric", choices=("none", "global", "channel"), default="none")
     a = ap.parse_args(argv)
+    if a.photometric != "none":
+        use_photometric(a.photometric)
     cat = load_category(Path(a.data), a.category)
     sets = json.loads(Path(a.support_sets).read_text())["sets"]
     train = {p.name: p for p in cat.train}
