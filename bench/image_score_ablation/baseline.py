@@ -31,14 +31,18 @@ class MapKeepingEnrollment(Enrollment):
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self.loo_maps, self._synthetic = [], False
+        self.synth_maps: list = []   # (index into loo_maps of the unit, maps [n, H, W])
 
     def _scores(self, feats, thetas, state):
         sc = scoring.scorer(self.est.name, state, self.est.params, self.spec.grid,
                             self.spec.input_size, self.s.sigma, self.s.image_score)
         th = np.ascontiguousarray(thetas, np.float32) if self.spec.mode == "registered" else None
         res = _core.score(sc, np.ascontiguousarray(feats, np.float32), th, self.insp.threads)
-        if not self._synthetic:
-            self.loo_maps.append(np.asarray(res["maps"], np.float32))
+        maps = np.asarray(res["maps"], np.float32)
+        if self._synthetic:
+            self.synth_maps.append((len(self.loo_maps) - 1, maps))
+        else:
+            self.loo_maps.append(maps)
         return np.asarray(res["scores"])
 
     def _synthetic_scores(self, img, state, seed):
@@ -82,6 +86,32 @@ def candidates(maps: np.ndarray, base: np.ndarray) -> dict:
             "max(M-B)": (flat - b).max(1), "top20%(M/B)": top(flat / np.maximum(b, 1e-6), 0.2)}
 
 
+def auroc_or_half(neg: np.ndarray, pos: np.ndarray) -> float:
+    """AUROC of pos above neg, ties counted half (no library: a handful of scores)."""
+    d = pos[:, None] - neg[None, :]
+    return float(((d > 0).sum() + 0.5 * (d == 0).sum()) / d.size)
+
+
+def choose_auto(loo_maps, synth_maps) -> tuple:
+    """AUTO_RULE.md: top20% of M or of M - B_-u, whichever separates the synthetic
+    defects from the held-out good images better (tie: top20%)."""
+    loo = [m[0] for m in loo_maps]
+    def base_without(u):
+        others = [m for i, m in enumerate(loo) if i != u]
+        return np.mean(others, 0) if others else np.zeros_like(loo[u])
+    flat = lambda m: m.reshape(len(m), -1)
+    good = {"top20%": [], "base": []}
+    fake = {"top20%": [], "base": []}
+    for u, m in enumerate(loo):
+        b = base_without(u).reshape(1, -1)
+        good["top20%"].append(top(flat(m[None]), 0.2)); good["base"].append(top(flat(m[None]) - b, 0.2))
+    for u, maps in synth_maps:
+        b = base_without(u).reshape(1, -1)
+        fake["top20%"].append(top(flat(maps), 0.2)); fake["base"].append(top(flat(maps) - b, 0.2))
+    sep = {n: auroc_or_half(np.concatenate(good[n]), np.concatenate(fake[n])) for n in good}
+    return ("top20%(M-B)" if sep["base"] > sep["top20%"] else "top20%"), sep
+
+
 def test_maps(insp, profile, cat, size):
     road = scoring.road(profile)
     maps, scores = [], []
@@ -102,6 +132,7 @@ def main(argv=None):
     ap.add_argument("--shots", default="2,8")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("-o", "--output", required=True)
+    ap.add_argument("--auto", action="store_true", help="AUTO_RULE.md: add the per-enrollment choice")
     ap.add_argument("--photometric", choices=("none", "global", "channel"), default="none")
     a = ap.parse_args(argv)
     if a.photometric != "none":
@@ -126,6 +157,11 @@ def main(argv=None):
             base = np.concatenate(en.loo_maps).mean(0)
             maps, product = test_maps(insp, prof, cat, size)
             cand = candidates(maps, base)
+            if a.auto:
+                pick, sep = choose_auto(en.loo_maps, en.synth_maps)
+                cand["auto"] = cand[pick]
+                print(f"  auto: {pick} (synthetic AUROC top20% {sep['top20%']:.3f}, "
+                      f"M-B {sep['base']:.3f})", flush=True)
             assert np.allclose(cand["top20%"], product, rtol=1e-4), "top20% differs from the road"
             res = {n: 100 * auroc(y, s) for n, s in cand.items()}
             rows.append((k, rnd, res))
