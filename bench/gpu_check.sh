@@ -26,26 +26,16 @@ if [ -d "$CARRY/site" ]; then export PYTHONPATH="$CARRY/site${PYTHONPATH:+:$PYTH
 BENCH_DATA=()
 if [ -d "$CARRY/data" ]; then BENCH_DATA=(--data "$CARRY/data"); fi
 
-step() { echo; echo "== $(date -u +%H:%M:%S) $*"; }
+# shellcheck source=bench/gpu_lib.sh
+. "$REPO/bench/gpu_lib.sh"
 
 main() {
   local failed=0
   step "machine"
-  nvidia-smi -L 2>&1 || echo "nvidia-smi: not found"
-  "$PY" -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__,
-'| cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
-  (nvcc --version 2>/dev/null | tail -n 1) || echo "nvcc: not found"
-  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
+  describe_machine
 
   step "install (no downloads)"
-  # the tree may carry another machine's build folder: a fresh one for this machine
-  local t0=$SECONDS
-  if ! "$PY" -m pip install -q --no-deps --no-build-isolation --no-index \
-        --config-settings=build-dir=/tmp/careg-gpu-build .; then
-    echo "FAILED: pip install (needs scikit-build-core, pybind11, CMake and a C++ compiler)"
-    return 1
-  fi
-  echo "installed in $((SECONDS - t0)) s"
+  install_checkout || return 1
   # from /tmp, so `import careg_edge` is the installed package, not the source folder
   cd /tmp || return 1
 
