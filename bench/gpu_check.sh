@@ -16,18 +16,11 @@
 #   data/     an image folder for the bench (--data); synthetic parts otherwise
 set -uo pipefail
 cd "$(dirname "$0")/.."
-REPO=$PWD
-PY=${PYTHON:-python3}
-OUT=${OUT:-$REPO/build/gpu-check}
-CARRY=${CAREG_GPU_CARRY:-$REPO/build/gpu-carry}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-if [ -d "$CARRY/site" ]; then export PYTHONPATH="$CARRY/site${PYTHONPATH:+:$PYTHONPATH}"; fi
+OUT=${OUT:-$PWD/build/gpu-check}
+# shellcheck source=bench/gpu_lib.sh
+. bench/gpu_lib.sh
 BENCH_DATA=()
 if [ -d "$CARRY/data" ]; then BENCH_DATA=(--data "$CARRY/data"); fi
-
-# shellcheck source=bench/gpu_lib.sh
-. "$REPO/bench/gpu_lib.sh"
 
 main() {
   local failed=0

@@ -1,5 +1,13 @@
-# Shared by bench/gpu_check.sh and bench/gpu_train.sh (sourced, not run): what a bare
-# CUDA machine needs before either can start. Expects REPO and PY to be set.
+# Shared by bench/gpu_check.sh and bench/gpu_train.sh (sourced from the repository
+# root, not run): the variables both use and what a bare CUDA machine needs before
+# either can start. Each script sets its own OUT default before sourcing this.
+REPO=$PWD
+PY=${PYTHON:-python3}
+CARRY=${CAREG_GPU_CARRY:-$REPO/build/gpu-carry}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+# carried Python packages the machine lacks go first on the path
+if [ -d "$CARRY/site" ]; then export PYTHONPATH="$CARRY/site${PYTHONPATH:+:$PYTHONPATH}"; fi
 
 step() { echo; echo "== $(date -u +%H:%M:%S) $*"; }
 

@@ -21,22 +21,15 @@
 # SYNTH_IMAGES (300), SKIP_INSTALL=1 (use the Python that is already set up).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-REPO=$PWD
-PY=${PYTHON:-python3}
-OUT=${OUT:-$REPO/build/gpu-train}
-CARRY=${CAREG_GPU_CARRY:-$REPO/build/gpu-carry}
+OUT=${OUT:-$PWD/build/gpu-train}
+# shellcheck source=bench/gpu_lib.sh
+. bench/gpu_lib.sh
 DATA=$CARRY/train-data
 STEPS=${STEPS:-1500}
 RUN_LIMIT_S=${RUN_LIMIT_S:-200}
 DEVICE=${DEVICE:-cuda}
 BATCH=${BATCH:-32}
 SYNTH_IMAGES=${SYNTH_IMAGES:-300}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-if [ -d "$CARRY/site" ]; then export PYTHONPATH="$CARRY/site${PYTHONPATH:+:$PYTHONPATH}"; fi
-
-# shellcheck source=bench/gpu_lib.sh
-. "$REPO/bench/gpu_lib.sh"
 
 # The folder holding CAT's train/good among the carried roots.
 category_dir() { find "$DATA" -mindepth 2 -maxdepth 2 -type d -name "$1" | head -n 1; }
