@@ -17,7 +17,7 @@
 # Carried (bench/gpu_train_prepare.py makes it): $CAREG_GPU_CARRY (default
 # build/gpu-carry) with site/ (the EfficientNet-Lite0 weights package) and
 # train-data/<root>/<category>/{train,validation}/good.
-# Knobs: STEPS (1500), RUN_LIMIT_S (200 per category), DEVICE (cuda), BATCH (32),
+# Knobs: STEPS (1500), RUN_LIMIT_S (200 per category; a cut run keeps its finished steps), DEVICE (cuda), BATCH (32),
 # SYNTH_IMAGES (300), SKIP_INSTALL=1 (use the Python that is already set up).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -38,13 +38,14 @@ train_one() {
   local cat=$1 dir=$OUT/loo_$1 roots=()
   for r in "$DATA"/*/; do roots+=("${r%/}"); done
   step "train, $cat left out ($STEPS steps, at most $RUN_LIMIT_S s)"
-  # the timeout is a safety net: checkpoints every 250 steps keep a cut run usable
-  timeout "$RUN_LIMIT_S" "$PY" -m careg_edge.cli train "${roots[@]}" --exclude "$cat" \
+  # the time cap interrupts (SIGINT): training saves the steps it finished, so a cut
+  # run is kept (and could be resumed); SIGKILL only if it does not stop within 60 s
+  timeout -s INT -k 60 "$RUN_LIMIT_S" "$PY" -m careg_edge.cli train "${roots[@]}" --exclude "$cat" \
     --synthetic 7 --synthetic-images "$SYNTH_IMAGES" --backbone efficientnet_lite0 \
     --image-size 224 --frozen-stages 3 --k-shot 2 --batch-size "$BATCH" --steps "$STEPS" \
     --lr 1e-2 --self-weight 1 --theta-weight 1 --max-grad-norm 1 --holdout 16 \
     --eval-every 250 --save-every 250 --device "$DEVICE" --threads 8 --seed 0 --quiet \
-    -o "$dir" || echo "train exited with $? (124: cut by the timeout; last.ckpt is the last save)"
+    -o "$dir" || echo "train exited with $? (124 or 130: cut at $RUN_LIMIT_S s; last.ckpt holds the finished steps)"
   [ -f "$dir/last.ckpt" ] || { echo "FAILED: no checkpoint for $cat"; return 1; }
   step "registration on $cat (excluded)"
   "$PY" "$REPO/bench/train_diagnostics.py" "$dir/last.ckpt" --excluded "$(category_dir "$cat")" \

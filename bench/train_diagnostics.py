@@ -41,14 +41,17 @@ def main(argv=None) -> None:
                     help="a category folder (MVTec layout) the run left out (repeatable)")
     ap.add_argument("--n", type=int, default=16, help="normal images per excluded category")
     ap.add_argument("-o", "--out", type=Path, help="write the table as JSON here too")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when torch sees it), cpu or cuda[:N]")
     args = ap.parse_args(argv)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto"
+                          else args.device)
     ck = load(args.checkpoint)
     cfg = TrainConfig(**{k: v for k, v in ck.config.items() if k in TrainConfig.__dataclass_fields__})
     if cfg.holdout <= 0:
         raise SystemExit(f"{args.checkpoint}: trained without --holdout; nothing was held out")
     torch.manual_seed(cfg.seed)
-    models = {"untrained": build(cfg)[0].eval(), "trained": ck.encoder.eval()}
-    norm = normaliser(ck.encoder.trunk, "cpu")
+    models = {"untrained": build(cfg)[0].eval().to(device), "trained": ck.encoder.eval().to(device)}
+    norm = normaliser(ck.encoder.trunk, device)
     held = held_out(cfg)
     sets = dict(held)
     for folder in args.excluded:

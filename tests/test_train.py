@@ -193,6 +193,65 @@ def test_train_resume_and_never_reads_test(data, tmp_path, monkeypatch):
         train(_cfg(data, tmp_path, steps=6, resume=True, stn_mode="rotation"))
 
 
+def test_interrupt_keeps_finished_steps_and_resumes(data, tmp_path, monkeypatch):
+    """Ctrl-C (or `timeout -s INT`) mid-run: the finished steps are saved before the
+    interrupt propagates, and --resume continues from them."""
+    import careg_edge.lab.train.loop as loop
+    from careg_edge.encoder.checkpoint import load
+    from careg_edge.lab.train import TrainingInterrupted
+    real, calls = loop.theta_weight_at, []
+
+    def interrupt_second_step(cfg, step, total):
+        calls.append(step)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(cfg, step, total)
+    monkeypatch.setattr(loop, "theta_weight_at", interrupt_second_step)
+    with pytest.raises(TrainingInterrupted) as e:
+        train(_cfg(data, tmp_path, steps=3, save_every=100))
+    assert e.value.step == 1 and e.value.total == 3
+    assert e.value.checkpoint == tmp_path / "run" / "last.ckpt"
+    assert load(e.value.checkpoint).config["progress"]["step"] == 1
+    monkeypatch.setattr(loop, "theta_weight_at", real)
+    train(_cfg(data, tmp_path, steps=3, save_every=100, resume=True))
+    log = [json.loads(line) for line in open(tmp_path / "run" / "train_log.jsonl")]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert load(tmp_path / "run" / "last.ckpt").config["progress"]["step"] == 3
+
+
+def test_interrupt_before_any_step_saves_nothing(data, tmp_path, monkeypatch):
+    import careg_edge.lab.train.loop as loop
+    from careg_edge.lab.train import TrainingInterrupted
+
+    def interrupt(*a):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(loop, "theta_weight_at", interrupt)
+    with pytest.raises(TrainingInterrupted) as e:
+        train(_cfg(data, tmp_path, steps=4))
+    assert e.value.checkpoint is None and e.value.step == 0
+    assert not (tmp_path / "run" / "last.ckpt").exists()
+
+
+def test_cli_interrupt_is_one_line_and_exit_130(data, tmp_path):
+    """SIGINT to `careg-edge train`: one line naming the checkpoint and --resume, exit 130."""
+    import signal
+    import time
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "careg_edge.cli", "train", str(data), "-o", str(out),
+                          "--backbone", "resnet18", "--weights", "none", "--image-size", "64",
+                          "--k-shot", "1", "--batch-size", "2", "--steps", "100000", "--quiet",
+                          "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "train_log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert "training interrupted after step" in err and "--resume" in err and str(out / "last.ckpt") in err
+
+
 def test_cli_bad_input_one_line_nonzero(tmp_path):
     r = subprocess.run([sys.executable, "-m", "careg_edge.cli", "train", str(tmp_path / "nope")],
                        capture_output=True, text=True)

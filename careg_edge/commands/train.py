@@ -77,7 +77,7 @@ def command(roots, out, exclude, backbone, weights, stn_mode, image_size, k_shot
     --steps 600 -o runs/loo_metal_plate  (synthetic only: careg-edge train
     --synthetic 5 --holdout 4 --eval-every 50 --steps 600 -o runs/synth5)
     """
-    from ..lab.train import TrainConfig, train
+    from ..lab.train import TrainConfig, TrainingInterrupted, train
 
     cfg = TrainConfig(
         roots=[str(r) for r in roots], out=str(out), exclude=list(exclude), backbone=backbone,
@@ -88,6 +88,12 @@ def command(roots, out, exclude, backbone, weights, stn_mode, image_size, k_shot
         max_grad_norm=max_grad_norm, synthetic=synthetic, synthetic_images=synthetic_images,
         holdout=holdout, eval_every=eval_every, save_every=save_every, resume=resume,
         device=device, threads=threads, seed=seed, progress=not quiet)
-    path = train(cfg)
+    try:
+        path = train(cfg)
+    except TrainingInterrupted as e:
+        kept = (f"checkpoint {e.checkpoint} holds them; continue with the same command and --resume"
+                if e.checkpoint else "nothing to keep")
+        click.echo(f"careg-edge: training interrupted after step {e.step} of {e.total}; {kept}", err=True)
+        raise SystemExit(130)
     click.echo(f"checkpoint: {path}")
     click.echo(f"next: careg-edge eval --data DATA --model {path} -o runs/eval")

@@ -10,11 +10,11 @@ from .data import (GOOD_FOLDERS, PairSampler, augment, discover, load_images, ra
 from .diagnostics import (angle_fit, evaluate, heldout_cosine, heldout_rotation,
                           registration_cosine, rotation_theta, theta_angle)
 from .losses import StepTerms, dead_reason, step_loss, step_terms, theta_loss
-from .loop import (TrainConfig, build, check_options, normaliser, recover, set_train_mode,
-                   theta_weight_at, train)
+from .loop import (TrainConfig, TrainingInterrupted, build, check_options, normaliser, recover,
+                   set_train_mode, theta_weight_at, train)
 
 __all__ = [
-    "GOOD_FOLDERS", "PairSampler", "StepTerms", "TrainConfig", "angle_fit", "augment", "build",
+    "GOOD_FOLDERS", "PairSampler", "StepTerms", "TrainConfig", "TrainingInterrupted", "angle_fit", "augment", "build",
     "check_options", "dead_reason", "discover", "evaluate", "heldout_cosine", "heldout_rotation",
     "load_images", "normaliser", "random_affine", "recover", "registration_cosine",
     "rotation_theta", "set_train_mode", "split_holdout", "step_loss", "step_terms", "theta_angle",

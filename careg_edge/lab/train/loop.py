@@ -3,7 +3,9 @@ held-out diagnostics, checkpoints and the JSON-lines log.
 
 Optimiser as in the paper: SGD, momentum 0.9, lr 1e-4, cosine schedule.
 Checkpoints (encoder/checkpoint.py) are written atomically every `save_every`
-steps and at the end as OUT/last.ckpt; `resume=True` continues from it.
+steps and at the end as OUT/last.ckpt; `resume=True` continues from it. An
+interrupt (Ctrl-C, `timeout -s INT`) saves the finished steps first and raises
+TrainingInterrupted, so a run cut by a time limit is kept and resumable.
 
 A dead step (losses.dead_reason: no valid position to compare, or a non-finite
 θ, loss or gradient) is never applied: its gradients are dropped, it is counted
@@ -117,44 +119,61 @@ def train(cfg: TrainConfig) -> Path:
     sampler = PairSampler(images, cfg.k_shot, cfg.seed + start)
     gen = torch.Generator().manual_seed(cfg.seed + 1 + start)
     config = dict(asdict(cfg), categories={c: len(v) for c, v in images.items()}, total_steps=total)
-    log = _Log(out / "train_log.jsonl", fresh=start == 0)
+    log = _Log(out / "train_log.jsonl", fresh=start == 0, start=start)
     evaluating = bool(held) and cfg.eval_every > 0
     if evaluating and start == 0:  # the untrained reference: ImageNet trunk, identity STNs
         log.write(dict(step=0, **evaluate(enc, held, norm, cfg)))
     bar = _bar(total, start, cfg.progress)
     set_train_mode(enc, head, cfg)
-    for step in range(start, total):
-        t0 = time.perf_counter()
-        _set_lr(opt, cfg.lr, step, total)
-        theta_w = theta_weight_at(cfg, step, total)
-        q, s = sampler.draw(cfg.batch_size)
-        terms = step_terms(enc, head, norm, q, s.to(device), cfg, gen)
-        loss = terms.total(cfg.self_weight, theta_w)
-        opt.zero_grad(set_to_none=True)
-        reason = dead_reason(terms, loss)
-        grad_norm = None
-        if reason is None:
-            loss.backward()
-            grad_norm = _clip(params, cfg.max_grad_norm)
-            reason = None if math.isfinite(grad_norm) else "nonfinite-grad"
-        if reason is None:
-            opt.step()
-        else:  # never applied: drop the gradients, bring the STNs back
+    try:
+        for step in range(start, total):
+            t0 = time.perf_counter()
+            _set_lr(opt, cfg.lr, step, total)
+            theta_w = theta_weight_at(cfg, step, total)
+            q, s = sampler.draw(cfg.batch_size)
+            terms = step_terms(enc, head, norm, q, s.to(device), cfg, gen)
+            loss = terms.total(cfg.self_weight, theta_w)
             opt.zero_grad(set_to_none=True)
-            recover(enc, opt)
-            dead += 1
-        ips = cfg.batch_size * (cfg.k_shot + 1) / (time.perf_counter() - t0)
-        rec = _record(step + 1, loss, terms, opt, theta_w, ips, dead, reason, grad_norm)
-        if evaluating and ((step + 1) % cfg.eval_every == 0 or step + 1 == total):
-            rec.update(evaluate(enc, held, norm, cfg))
-            set_train_mode(enc, head, cfg)
-        log.write(rec)
-        bar.update(1, f"loss {rec['loss']:.4f} {ips:.1f} img/s")
-        if (step + 1) % max(cfg.save_every, 1) == 0 and step + 1 < total:
-            _save(last, enc, head, opt, params, config, step + 1, dead)
+            reason = dead_reason(terms, loss)
+            grad_norm = None
+            if reason is None:
+                loss.backward()
+                grad_norm = _clip(params, cfg.max_grad_norm)
+                reason = None if math.isfinite(grad_norm) else "nonfinite-grad"
+            if reason is None:
+                opt.step()
+            else:  # never applied: drop the gradients, bring the STNs back
+                opt.zero_grad(set_to_none=True)
+                recover(enc, opt)
+                dead += 1
+            ips = cfg.batch_size * (cfg.k_shot + 1) / (time.perf_counter() - t0)
+            rec = _record(step + 1, loss, terms, opt, theta_w, ips, dead, reason, grad_norm)
+            if evaluating and ((step + 1) % cfg.eval_every == 0 or step + 1 == total):
+                rec.update(evaluate(enc, held, norm, cfg))
+                set_train_mode(enc, head, cfg)
+            log.write(rec)
+            bar.update(1, f"loss {rec['loss']:.4f} {ips:.1f} img/s")
+            if (step + 1) % max(cfg.save_every, 1) == 0 and step + 1 < total:
+                _save(last, enc, head, opt, params, config, step + 1, dead)
+    except KeyboardInterrupt:
+        # Ctrl-C or `timeout -s INT`: keep every finished step (resumable), then stop
+        bar.close()
+        done = log.last_step   # applied and logged; a step cut between the two is redone
+        if done > start:
+            _save(last, enc, head, opt, params, config, done, dead)
+        raise TrainingInterrupted(last if done > start or last.exists() else None, done, total)
     bar.close()
     _save(last, enc, head, opt, params, config, total, dead)
     return last
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by an interrupt; `checkpoint` holds the finished steps (None
+    when no step finished and no earlier checkpoint exists)."""
+
+    def __init__(self, checkpoint: Optional[Path], step: int, total: int):
+        super().__init__(f"interrupted after step {step} of {total}")
+        self.checkpoint, self.step, self.total = checkpoint, step, total
 
 
 def theta_weight_at(cfg: TrainConfig, step: int, total: int) -> float:
@@ -288,13 +307,15 @@ class _Log:
     images/s, dead_steps (and val_cosine, val_slope, val_corr): the learning curve.
     Step 0, when written, is the untrained reference."""
 
-    def __init__(self, path: Path, fresh: bool):
+    def __init__(self, path: Path, fresh: bool, start: int = 0):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.f = open(path, "w" if fresh else "a")
+        self.last_step = start
 
     def write(self, rec):
         self.f.write(json.dumps(rec) + "\n")
         self.f.flush()
+        self.last_step = rec.get("step", self.last_step)
 
 
 def _bar(total, start, enabled):
