@@ -129,7 +129,7 @@ def test_run_publishes_each_frame_like_its_json_line(mosquitto, enrolled, tmp_pa
                                      "--line", "L1", "--product", "gear"])
         assert r.exit_code == 0, r.output
         expected = lines(out.read_text())
-        assert wait_until(lambda: len(sub.verdicts()) == 5, 5)
+        assert wait_until(lambda: len(sub.verdicts()) == 5, 20)  # a loaded 2-core machine can take >5 s
         assert sub.verdicts() == expected
         assert sorted(v["decision"] for v in expected) == ["defect", "defect", "ok", "ok", "ok"]
         assert all(t == T["verdict"] for t, _, _ in sub.messages if t.endswith("verdict"))
